@@ -1,0 +1,51 @@
+# The two commands of a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXTRAS := edge,train,cloud,broker,demo,dev
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export SPARK_LOCAL_IP := 127.0.0.1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: demo test check lint typecheck unit bench venv mosquitto clean
+
+demo: $(STAMP) mosquitto
+	$(BIN)/hyperfleet demo $(ARGS)
+
+test: $(STAMP) mosquitto lint typecheck
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+check: lint typecheck
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP) mosquitto
+	$(BIN)/python bench/protocol.py
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+# Mosquitto is a system package. As root we install it with apt; otherwise say how.
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mosquitto with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	  else \
+	    echo "mosquitto is not installed and this is not root: install it (sudo apt-get install mosquitto," \
+	         "brew install mosquitto) or the embedded broker is used where a test allows it"; \
+	  fi; }
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache results

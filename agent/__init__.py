@@ -1,0 +1,1 @@
+"""hyperfleet edge agent daemon."""

@@ -1,0 +1,70 @@
+"""Assembling an agent from its settings: shard, trainer, capabilities."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from protocol import ProtocolError, Shard, decode_shard
+
+from .daemon import Agent, AgentSettings, Emulator
+from .device_class import DeviceClass
+from .errors import ConfigError
+from .numpy_trainer import NumpyTrainer
+from .probe import Capabilities, probe_capabilities
+from .trainer import Trainer
+
+__all__ = ["RuntimeChoice", "choose_trainer", "create_agent", "read_shard"]
+
+_log = logging.getLogger(__name__)
+RuntimeChoice = Literal["auto", "keras", "numpy"]
+
+
+def read_shard(path: Path) -> Shard:
+    """Read a shard file written by the pipelines; :class:`ConfigError` when it cannot be used."""
+    try:
+        return decode_shard(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read shard {path}: {exc.strerror or exc}") from exc
+    except ProtocolError as exc:
+        raise ConfigError(f"{path} is not a usable shard: {exc}") from exc
+
+
+def choose_trainer(
+    runtime: RuntimeChoice, device: DeviceClass, caps: Capabilities, shard: Shard
+) -> Trainer:
+    """Keras where asked for (or preferred by the device class) and installed, else NumPy."""
+    wanted = device.runtime if runtime == "auto" else runtime
+    if wanted == "keras":
+        if "keras" not in caps.runtimes:
+            if runtime == "keras":
+                raise ConfigError(
+                    "--runtime keras needs TensorFlow and Keras: install the 'train' extra"
+                )
+            _log.info("Keras is not installed; training with NumPy")
+        else:
+            from .keras_trainer import KerasTrainer
+
+            return KerasTrainer(shard, threads=device.threads)
+    return NumpyTrainer(shard)
+
+
+def create_agent(
+    settings: AgentSettings,
+    *,
+    device: DeviceClass,
+    shard: Shard,
+    runtime: RuntimeChoice = "auto",
+    emulator: Emulator | None = None,
+    software: str = "",
+) -> Agent:
+    caps = probe_capabilities(device_class=device)
+    return Agent(
+        settings=settings,
+        trainer=choose_trainer(runtime, device, caps, shard),
+        capabilities=caps,
+        num_examples=len(shard),
+        software=software,
+        emulator=emulator,
+    )

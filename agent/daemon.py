@@ -1,0 +1,372 @@
+"""The agent daemon: one MQTT connection, instructions in, replies out, and it never gives up.
+
+Structure (every task belongs to the daemon's TaskGroup)::
+
+    Agent.run
+    ├── _connection_loop     connect (Last Will = offline), announce, subscribe, route the inbox;
+    │   ├── _heartbeats      reconnects with exponential backoff when the broker goes away
+    │   └── _publisher       drains the outbox; an unsent reply survives a reconnect
+    └── _worker              one instruction at a time; training runs in a thread
+
+Bad input never stops it: a frame that fails to decode, or an instruction it cannot carry out, is
+logged and counted in :attr:`Agent.dropped` (by :class:`~protocol.ProtocolError` code), and where
+the instruction's job and round are known the coordinator gets a :class:`~protocol.Failure`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+import numpy as np
+
+from protocol import (
+    Admission,
+    BrokerAddress,
+    Cancel,
+    Envelope,
+    EvaluateIns,
+    EvaluateRes,
+    Failure,
+    Heartbeat,
+    Hello,
+    Message,
+    ProtocolError,
+    Status,
+    Topics,
+    TrainIns,
+    TrainRes,
+    decode,
+    encode,
+    new_envelope,
+)
+
+from .errors import AgentError
+from .probe import Capabilities
+from .trainer import Trainer
+
+__all__ = ["Agent", "AgentSettings", "Emulator", "mqtt_client"]
+
+_log = logging.getLogger(__name__)
+_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentSettings:
+    """Everything one agent needs to know; built once in ``__main__``."""
+
+    agent_id: str
+    broker: BrokerAddress
+    device_class: str
+    topics: Topics = field(default_factory=Topics)
+    heartbeat_s: float = 5.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    upload_margin_s: float = 0.05
+    """Time kept back from an instruction's deadline for sending the reply."""
+    profile: dict[str, float] = field(default_factory=dict)
+    """Announced device facts (the device class's emulation table) that seed the coordinator."""
+
+
+class Emulator:
+    """Hooks that make one host behave like another device. The base class emulates nothing."""
+
+    def online(self) -> bool:
+        return True
+
+    async def wait_online(self) -> None:
+        return None
+
+    async def download(self, nbytes: int) -> None:
+        return None
+
+    async def compute(self, examples: int, real_s: float) -> bool:
+        """Wait out the emulated compute time; False when the device dropped mid-round."""
+        return True
+
+    async def upload(self, nbytes: int) -> None:
+        return None
+
+    def stop_at(self, deadline_mono: float) -> float:
+        """The local time by which real training must stop for a reply to make ``deadline_mono``."""
+        return deadline_mono
+
+
+def mqtt_client(
+    broker: BrokerAddress,
+    *,
+    identifier: str,
+    will: aiomqtt.Will | None = None,
+    clean_session: bool = True,
+    logger: logging.Logger | None = None,
+) -> aiomqtt.Client:
+    """An MQTT 3.1.1 client with TCP_NODELAY set (otherwise QoS 1 can stall ~40 ms on Nagle)."""
+    return aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier=identifier,
+        username=broker.username,
+        password=broker.password,
+        will=will,
+        clean_session=clean_session,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        keepalive=30,
+        socket_options=[_NODELAY],
+        tls_params=aiomqtt.TLSParameters() if broker.tls else None,
+        logger=logger,
+        max_queued_outgoing_messages=1000,
+    )
+
+
+class Agent:
+    """One edge agent. ``await agent.run()`` until cancelled; ``agent.stop()`` ends it cleanly."""
+
+    def __init__(
+        self,
+        *,
+        settings: AgentSettings,
+        trainer: Trainer,
+        capabilities: Capabilities,
+        num_examples: int,
+        software: str = "",
+        emulator: Emulator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._trainer = trainer
+        self._caps = capabilities
+        self._num_examples = num_examples
+        self._software = software
+        self._emu = emulator or Emulator()
+        self._clock = clock
+        self._topics = settings.topics
+        self._id = settings.agent_id
+        self._instructions: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
+        self._admission = Admission()
+        self._stopping = asyncio.Event()
+        self._busy = False
+        self._seq = 0
+        self.connected = asyncio.Event()
+        self.dropped: Counter[str] = Counter()
+        self.handled: Counter[str] = Counter()
+        self.connections = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            worker = tg.create_task(self._worker(), name=f"{self._id}-worker")
+            conn = tg.create_task(self._connection_loop(), name=f"{self._id}-connection")
+            await self._stopping.wait()
+            worker.cancel()
+            conn.cancel()
+
+    def _status_payload(self, state: str) -> bytes:
+        return encode(new_envelope(Status(state=state), sender=self._id))  # type: ignore[arg-type]
+
+    async def _connection_loop(self) -> None:
+        delay = self.settings.reconnect_min_s
+        while True:
+            await self._emu.wait_online()
+            will = aiomqtt.Will(
+                self._topics.status(self._id), self._status_payload("offline"), qos=1, retain=True
+            )
+            client = mqtt_client(
+                self.settings.broker,
+                identifier=f"hf-agent-{self._id}",
+                will=will,
+                clean_session=False,  # the broker keeps our inbox while we are away
+            )
+            try:
+                async with client:
+                    self.connections += 1
+                    delay = self.settings.reconnect_min_s
+                    await self._session(client)
+            except* aiomqtt.MqttError as group:
+                self.connected.clear()
+                jitter = random.uniform(0, delay / 2)
+                _log.warning(
+                    "agent %s: broker %s unreachable (%s); retrying in %.1fs",
+                    self._id,
+                    self.settings.broker.url,
+                    group.exceptions[0],
+                    delay + jitter,
+                )
+                await asyncio.sleep(delay + jitter)
+                delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self._topics.inbox(self._id), qos=1)
+        await client.publish(self._topics.hello(self._id), self._hello(), qos=1, retain=True)
+        await client.publish(
+            self._topics.status(self._id), self._status_payload("online"), qos=1, retain=True
+        )
+        self.connected.set()
+        _log.info("agent %s: online at %s", self._id, self.settings.broker.url)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._heartbeats(client), name=f"{self._id}-heartbeat")
+                tg.create_task(self._publisher(client), name=f"{self._id}-publisher")
+                tg.create_task(self._emulated_offline(client), name=f"{self._id}-availability")
+                async for message in client.messages:
+                    self._route(message.payload)
+        except asyncio.CancelledError:
+            # A clean stop: say so, since the broker sends the Last Will only on a lost connection.
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                offline = self._status_payload("offline")
+                await client.publish(
+                    self._topics.status(self._id), offline, qos=1, retain=True, timeout=2
+                )
+            raise
+        finally:
+            self.connected.clear()
+
+    async def _emulated_offline(self, client: aiomqtt.Client) -> None:
+        """When the emulated device goes offline, drop the connection without a goodbye."""
+        while self._emu.online():
+            await asyncio.sleep(0.2)
+        _log.info("agent %s: emulated device goes offline", self._id)
+        raise aiomqtt.MqttError("emulated device offline")
+
+    def _hello(self) -> bytes:
+        caps = self._caps
+        hello = Hello(
+            device_class=self.settings.device_class,
+            arch=caps.arch,
+            cores=caps.cores,
+            memory_bytes=caps.memory_bytes,
+            gpus=caps.gpus,
+            runtimes=caps.runtimes,
+            num_examples=self._num_examples,
+            software=self._software,
+            profile=self.settings.profile,
+        )
+        return encode(new_envelope(hello, sender=self._id))
+
+    async def _heartbeats(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._seq += 1
+            load = _load_average()
+            beat = Heartbeat(seq=self._seq, busy=self._busy, load=load, memory_used_bytes=0)
+            await client.publish(
+                self._topics.heartbeat(self._id), encode(new_envelope(beat, sender=self._id)), qos=0
+            )
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, payload, retain = await self._outbox.get()
+            try:
+                await client.publish(topic, payload, qos=1, retain=retain)
+            except aiomqtt.MqttError:
+                self._outbox.put_nowait((topic, payload, retain))  # keep it for the next session
+                raise
+
+    # ------------------------------------------------------------------ instructions
+
+    def _route(self, payload: Any) -> None:
+        if not isinstance(payload, (bytes, bytearray)):
+            self._drop("malformed", "inbox payload is not bytes")
+            return
+        try:
+            env = decode(payload)
+            self._admission.admit(env)
+        except ProtocolError as exc:
+            self._drop(exc.code, str(exc))
+            return
+        if isinstance(env.body, Cancel):
+            self._cancel_queued(env)
+        elif isinstance(env.body, (TrainIns, EvaluateIns)):
+            self._instructions.put_nowait(env)
+        else:
+            self._drop("unexpected", f"{env.type} does not belong in an inbox")
+
+    def _cancel_queued(self, cancel: Envelope) -> None:
+        kept: list[Envelope] = []
+        while not self._instructions.empty():
+            env = self._instructions.get_nowait()
+            if env.job_id != cancel.job_id:
+                kept.append(env)
+        for env in kept:
+            self._instructions.put_nowait(env)
+
+    def _drop(self, code: str, why: str) -> None:
+        self.dropped[code] += 1
+        _log.warning("agent %s: dropped a message (%s): %s", self._id, code, why)
+
+    def _reply(self, ins: Envelope, body: Message) -> None:
+        env = new_envelope(body, sender=self._id, job_id=ins.job_id, round=ins.round)
+        self._outbox.put_nowait((self._topics.results(self._id), encode(env), False))
+
+    async def _worker(self) -> None:
+        while True:
+            env = await self._instructions.get()
+            self._busy = True
+            try:
+                reply = await self._carry_out(env)
+            except AgentError as exc:
+                reply = Failure(code="agent_error", reason=str(exc))
+            except Exception as exc:  # a bug in a trainer must not end the daemon
+                _log.exception("agent %s: instruction %s failed", self._id, env.type)
+                reply = Failure(code="internal", reason=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._busy = False
+            if reply is not None:
+                self.handled[reply.TYPE] += 1
+                self._reply(env, reply)
+
+    async def _carry_out(self, env: Envelope) -> Message | None:
+        ins = env.body
+        assert isinstance(ins, (TrainIns, EvaluateIns))
+        remaining = ins.deadline - self._clock()
+        if remaining <= 0:
+            return Failure(
+                code="deadline_passed", reason=f"instruction arrived {-remaining:.2f}s late"
+            )
+        deadline_mono = time.monotonic() + remaining - self.settings.upload_margin_s
+        await self._emu.download(sum(w.nbytes for w in ins.weights))
+        weights = list(ins.weights)
+        if isinstance(ins, EvaluateIns):
+            result = await asyncio.to_thread(self._trainer.evaluate, ins.model, weights)
+            return EvaluateRes(
+                loss=result.loss, accuracy=result.accuracy, num_examples=result.num_examples
+            )
+        stop_at = self._emu.stop_at(deadline_mono)
+        fit = await asyncio.to_thread(
+            self._trainer.fit, ins.model, weights, ins.config, stop_at=stop_at
+        )
+        if not await self._emu.compute(fit.num_examples, fit.train_s):
+            return None  # the emulated device dropped out mid-round: no reply at all
+        if fit.steps == 0:
+            return Failure(code="no_time", reason="the deadline left no time for one step")
+        if not all(np.isfinite(w).all() for w in fit.weights) or not np.isfinite(fit.loss):
+            return Failure(code="diverged", reason=f"training diverged (loss {fit.loss})")
+        await self._emu.upload(sum(w.nbytes for w in fit.weights))
+        return TrainRes(
+            weights=tuple(fit.weights),
+            num_examples=fit.num_examples,
+            steps=fit.steps,
+            loss=fit.loss,
+            train_s=fit.train_s,
+        )
+
+
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0

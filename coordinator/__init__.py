@@ -1,0 +1,1 @@
+"""hyperFL coordinator: registry, round engine, planner, strategies, checkpoints, export."""

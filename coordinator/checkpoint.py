@@ -1,0 +1,197 @@
+"""Checkpoints: the job's weights and state after every round, atomically; SQLite for metadata.
+
+Layout of a state directory::
+
+    state/
+    ├── jobs.sqlite              jobs(job_id, spec, status, round, file, ...), rounds(job_id, round, record)
+    └── <job_id>/round-000012.npz  weights, best weights, strategy state (written to a temp file, then renamed)
+
+The npz is written and renamed first, then one SQLite transaction points the job at it and adds
+the round's record; older npz files are removed only after that commit. A crash at any point leaves
+the previous checkpoint intact, and a restarted coordinator resumes at the last committed round.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import tempfile
+import zipfile
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .engine import JobProgress, RoundRecord
+from .errors import CheckpointError
+
+__all__ = ["Checkpoint", "CheckpointStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    file TEXT,
+    accuracy REAL NOT NULL,
+    best_accuracy REAL NOT NULL,
+    best_round INTEGER NOT NULL,
+    elapsed_s REAL NOT NULL,
+    bytes_moved INTEGER NOT NULL,
+    agent_seconds REAL NOT NULL,
+    updated REAL NOT NULL DEFAULT (unixepoch('subsec'))
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    job_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (job_id, round)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    progress: JobProgress
+    spec: dict[str, Any]
+    strategy_state: dict[str, list[npt.NDArray[Any]]]
+
+
+class CheckpointStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as db, db:
+                db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise CheckpointError(f"cannot open state directory {state_dir}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.state_dir / "jobs.sqlite", timeout=10)
+
+    def save(
+        self,
+        progress: JobProgress,
+        *,
+        spec: dict[str, Any],
+        strategy_state: dict[str, list[npt.NDArray[Any]]],
+    ) -> Path:
+        job_dir = self.state_dir / progress.job_id
+        name = f"round-{progress.round:06d}.npz"
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for i, w in enumerate(progress.weights):
+            arrays[f"weights/{i}"] = w
+        for i, w in enumerate(progress.best_weights):
+            arrays[f"best/{i}"] = w
+        for key, values in strategy_state.items():
+            for i, w in enumerate(values):
+                arrays[f"strategy/{key}/{i}"] = w
+        try:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)  # type: ignore[arg-type]
+            _atomic_write(job_dir / name, buf.getvalue())
+            with closing(self._connect()) as db, db:
+                db.execute(
+                    "INSERT INTO jobs (job_id, spec, status, round, file, accuracy, best_accuracy,"
+                    " best_round, elapsed_s, bytes_moved, agent_seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(job_id) DO UPDATE SET spec=excluded.spec, status=excluded.status,"
+                    " round=excluded.round, file=excluded.file, accuracy=excluded.accuracy,"
+                    " best_accuracy=excluded.best_accuracy, best_round=excluded.best_round,"
+                    " elapsed_s=excluded.elapsed_s, bytes_moved=excluded.bytes_moved,"
+                    " agent_seconds=excluded.agent_seconds, updated=unixepoch('subsec')",
+                    (
+                        progress.job_id,
+                        json.dumps(spec),
+                        progress.status,
+                        progress.round,
+                        name,
+                        progress.accuracy,
+                        progress.best_accuracy,
+                        progress.best_round,
+                        progress.elapsed_s,
+                        progress.bytes_moved,
+                        progress.agent_seconds,
+                    ),
+                )
+                if progress.history:
+                    last = progress.history[-1]
+                    db.execute(
+                        "INSERT OR REPLACE INTO rounds (job_id, round, record) VALUES (?,?,?)",
+                        (progress.job_id, last.round, json.dumps(last.to_json())),
+                    )
+        except (OSError, sqlite3.Error) as exc:
+            raise CheckpointError(f"cannot checkpoint job {progress.job_id}: {exc}") from exc
+        for old in job_dir.glob("round-*.npz"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        return job_dir / name
+
+    def load(self, job_id: str) -> Checkpoint | None:
+        """The last committed checkpoint of ``job_id``, or ``None`` if the job never ran here."""
+        try:
+            with closing(self._connect()) as db:
+                row = db.execute(
+                    "SELECT spec, status, round, file, accuracy, best_accuracy, best_round,"
+                    " elapsed_s, bytes_moved, agent_seconds FROM jobs WHERE job_id = ?",
+                    (job_id,),
+                ).fetchone()
+                if row is None:
+                    return None
+                records = [
+                    RoundRecord.from_json(json.loads(r))
+                    for (r,) in db.execute(
+                        "SELECT record FROM rounds WHERE job_id = ? ORDER BY round", (job_id,)
+                    )
+                ]
+            spec, status, rnd, file, acc, best_acc, best_round, elapsed, nbytes, agent_s = row
+            with np.load(self.state_dir / job_id / file, allow_pickle=False) as archive:
+                arrays = {k: archive[k] for k in archive.files}
+        except (OSError, sqlite3.Error, ValueError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(f"cannot load the checkpoint of job {job_id}: {exc}") from exc
+        strategy_state: dict[str, list[npt.NDArray[Any]]] = {}
+        for key in sorted(k for k in arrays if k.startswith("strategy/")):
+            _, name, _ = key.split("/")
+            strategy_state.setdefault(name, [])
+        for name, values in strategy_state.items():
+            values.extend(_series(arrays, f"strategy/{name}"))
+        progress = JobProgress(
+            job_id=job_id,
+            weights=tuple(_series(arrays, "weights")),
+            best_weights=tuple(_series(arrays, "best")),
+            round=rnd,
+            accuracy=acc,
+            best_accuracy=best_acc,
+            best_round=best_round,
+            elapsed_s=elapsed,
+            bytes_moved=nbytes,
+            agent_seconds=agent_s,
+            status=status,
+            history=tuple(r for r in records if r.round <= rnd),
+        )
+        return Checkpoint(progress=progress, spec=json.loads(spec), strategy_state=strategy_state)
+
+
+def _series(arrays: dict[str, npt.NDArray[Any]], prefix: str) -> list[npt.NDArray[Any]]:
+    count = sum(1 for k in arrays if k.rsplit("/", 1)[0] == prefix)
+    return [arrays[f"{prefix}/{i}"] for i in range(count)]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

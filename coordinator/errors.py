@@ -1,0 +1,32 @@
+"""Errors of the coordinator, named by what the caller should do.
+
+::
+
+    CoordinatorError           the job cannot go on as asked; the message says why
+    ├── JobConfigError         the job file is wrong: fix it and start again
+    ├── StrategyError          a strategy cannot aggregate what it was given; the round keeps the old model
+    │   └── InsufficientUpdates    too few updates for a robust rule (e.g. Krum's n >= 2f + 3)
+    └── CheckpointError        the state directory cannot be read or written
+"""
+
+from __future__ import annotations
+
+
+class CoordinatorError(Exception):
+    """Root of the coordinator's errors."""
+
+
+class JobConfigError(CoordinatorError, ValueError):
+    """The job description is invalid."""
+
+
+class StrategyError(CoordinatorError):
+    """A strategy refused to aggregate."""
+
+
+class InsufficientUpdates(StrategyError):
+    """Too few updates for the strategy's guarantees."""
+
+
+class CheckpointError(CoordinatorError, OSError):
+    """The coordinator's state could not be saved or loaded."""

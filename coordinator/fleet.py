@@ -1,0 +1,202 @@
+"""The Fleet port: how the round engine reaches agents.
+
+:class:`~coordinator.mqtt_fleet.MqttFleet` is the real one (MQTT); :class:`InMemoryFleet` calls
+agent callables in-process. One conformance suite (``tests/integration/test_fleet_contract.py``)
+runs against both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from protocol import (
+    DuplicateMessage,
+    Failure,
+    Hello,
+    JobState,
+    ModelRef,
+    ProtocolError,
+    StaleRound,
+    Status,
+    TrainIns,
+    TrainRes,
+    Weights,
+    check_weights_like,
+)
+
+from .registry import Registry
+
+__all__ = ["Fleet", "InMemoryFleet", "LocalAgent", "RoundReplies", "RoundCollector"]
+
+
+@dataclass(slots=True)
+class RoundReplies:
+    """What one round brought back. ``failures`` maps agent id to why it has no result."""
+
+    results: dict[str, TrainRes] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    reply_s: dict[str, float] = field(default_factory=dict)
+    """Seconds from sending the instruction to receiving the reply, per agent that replied."""
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class RoundCollector:
+    """Collects the replies of one round; decides when it is over. Shared by every Fleet."""
+
+    def __init__(
+        self, *, job_id: str, round: int, expected: set[str], reference: Weights, quorum: int
+    ) -> None:
+        self.job_id = job_id
+        self.round = round
+        self.expected = expected
+        self.reference = reference
+        self.quorum = quorum
+        self.replies = RoundReplies()
+        self.sent_at: dict[str, float] = {}
+        self.done = asyncio.Event()
+
+    def offer(self, agent_id: str, body: TrainRes | Failure, nbytes: int) -> None:
+        """Take a reply already admitted for this job and round; :class:`ProtocolError` if unfit."""
+        if agent_id not in self.expected:
+            raise _not_selected(agent_id, self.round)
+        replies = self.replies
+        if agent_id in replies.results or agent_id in replies.failures:
+            raise _already_replied(agent_id, self.round)
+        replies.bytes_received += nbytes
+        if isinstance(body, TrainRes):
+            try:
+                check_weights_like(body.weights, self.reference)
+            except ProtocolError as exc:
+                replies.failures[agent_id] = f"rejected update: {exc}"
+                self._check_done()
+                raise
+            replies.results[agent_id] = body
+            replies.reply_s[agent_id] = time.monotonic() - self.sent_at.get(agent_id, 0.0)
+        else:
+            replies.failures[agent_id] = f"{body.code}: {body.reason}"
+        self._check_done()
+
+    def _check_done(self) -> None:
+        r = self.replies
+        if len(r.results) >= self.quorum or len(r.results) + len(r.failures) >= len(self.expected):
+            self.done.set()
+
+    def close(self) -> RoundReplies:
+        """End the round: everyone who has not replied failed by timeout."""
+        for agent_id in self.expected:
+            if agent_id not in self.replies.results and agent_id not in self.replies.failures:
+                self.replies.failures[agent_id] = "timeout: no reply by the round deadline"
+        return self.replies
+
+
+def _not_selected(agent_id: str, round: int) -> ProtocolError:
+    return StaleRound(f"{agent_id} was not asked to train in round {round}")
+
+
+def _already_replied(agent_id: str, round: int) -> ProtocolError:
+    return DuplicateMessage(f"{agent_id} already replied in round {round}")
+
+
+class Fleet(ABC):
+    """The agents, as the round engine sees them."""
+
+    registry: Registry
+    dropped: Counter[str]
+
+    @abstractmethod
+    async def train(
+        self,
+        *,
+        job_id: str,
+        round: int,
+        instructions: Mapping[str, TrainIns],
+        reference: Weights,
+        quorum: int,
+        deadline: float,
+    ) -> RoundReplies:
+        """Send each agent its instruction; return when ``quorum`` results are in, everyone has
+        answered, or ``deadline`` (UNIX time) passes. Late or missing replies are failures."""
+
+    @abstractmethod
+    async def publish_state(self, job_id: str, state: JobState) -> None: ...
+
+    @abstractmethod
+    async def publish_model(self, ref: ModelRef) -> None: ...
+
+    async def wait_for_agents(self, count: int, *, timeout: float) -> int:
+        """Wait until ``count`` agents are available or ``timeout`` passes; return how many are."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while len(self.registry.available()) < count and loop.time() < end:
+            await asyncio.sleep(0.05)
+        return len(self.registry.available())
+
+
+LocalAgent = Callable[[TrainIns], Awaitable[TrainRes | Failure | None]]
+"""An in-process agent: takes an instruction, returns its reply (``None``: it never answers)."""
+
+
+class InMemoryFleet(Fleet):
+    """Agents as in-process callables; the same contract as the MQTT fleet, without a broker."""
+
+    def __init__(self, agents: Mapping[str, tuple[Hello, LocalAgent]]) -> None:
+        self.registry = Registry()
+        self.dropped = Counter()
+        self.states: list[JobState] = []
+        self.models: list[ModelRef] = []
+        self._agents = dict(agents)
+        now = time.time()
+        for agent_id, (hello, _) in self._agents.items():
+            self.registry.on_hello(agent_id, hello, now)
+            self.registry.on_status(agent_id, Status(state="online"), now)
+
+    async def train(
+        self,
+        *,
+        job_id: str,
+        round: int,
+        instructions: Mapping[str, TrainIns],
+        reference: Weights,
+        quorum: int,
+        deadline: float,
+    ) -> RoundReplies:
+        collector = RoundCollector(
+            job_id=job_id,
+            round=round,
+            expected=set(instructions),
+            reference=reference,
+            quorum=quorum,
+        )
+
+        async def one(agent_id: str, ins: TrainIns) -> None:
+            collector.sent_at[agent_id] = time.monotonic()
+            reply = await self._agents[agent_id][1](ins)
+            if reply is None or time.time() > deadline:
+                return
+            try:
+                collector.offer(agent_id, reply, 0)
+            except ProtocolError as exc:
+                self.dropped[exc.code] += 1
+
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(one(a, ins)) for a, ins in instructions.items()]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    collector.done.wait(), timeout=max(0.0, deadline - time.time())
+                )
+            for task in tasks:
+                task.cancel()
+        return collector.close()
+
+    async def publish_state(self, job_id: str, state: JobState) -> None:
+        self.states.append(state)
+
+    async def publish_model(self, ref: ModelRef) -> None:
+        self.models.append(ref)

@@ -1,0 +1,126 @@
+"""The job file: what to train, on what, how, and what the user needs (``JOB.toml``).
+
+Validated with pydantic at this untrusted edge; unknown keys are rejected, every problem is a
+:class:`~coordinator.errors.JobConfigError` that names the file and the key. Example::
+
+    job_id = "digits"
+    holdout = "results/demo/data/holdout.npz"
+
+    [model]
+    hidden = [64, 32]
+
+    [strategy]
+    name = "fedavg"
+
+    [rounds]
+    participants = 8
+    min_results = 2
+    round_timeout_s = 20
+    local_epochs = 1
+
+    [constraints]
+    target_accuracy = 0.90
+    time_budget_s = 300
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import JobConfigError
+
+__all__ = ["Constraints", "JobSpec", "ModelSpec", "RoundsSpec", "StrategySpec", "load_job"]
+
+_Strict = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(BaseModel):
+    """A dense network on flat inputs: ``hidden`` widths, softmax over the classes.
+
+    Input width and class count come from the holdout unless given. ``hidden = []`` is softmax
+    regression.
+    """
+
+    model_config = _Strict
+    name: str = Field(default="digits-mlp", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    activation: Literal["relu", "tanh"] = "relu"
+    input_dim: int | None = Field(default=None, gt=0)
+    num_classes: int | None = Field(default=None, gt=1)
+    seed: int = 0
+
+
+class StrategySpec(BaseModel):
+    model_config = _Strict
+    name: str = "fedavg"
+    params: dict[str, float] = Field(default_factory=dict)
+
+
+class RoundsSpec(BaseModel):
+    model_config = _Strict
+    participants: int = Field(default=8, ge=1, description="agents asked to train each round")
+    min_results: int = Field(default=1, ge=1, description="fewest replies a round may aggregate")
+    round_timeout_s: float = Field(default=30.0, gt=0, description="deadline of each round")
+    local_epochs: int = Field(default=1, ge=1)
+    local_steps: int | None = Field(default=None, ge=1, description="exact steps; overrides epochs")
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=0.1, gt=0)
+    min_agents: int = Field(default=1, ge=1, description="online agents to wait for before round 1")
+    wait_for_agents_s: float = Field(default=120.0, gt=0)
+
+
+class Constraints(BaseModel):
+    model_config = _Strict
+    target_accuracy: float = Field(gt=0, le=1)
+    time_budget_s: float = Field(gt=0)
+    max_rounds: int | None = Field(default=None, ge=1)
+    max_bytes: int | None = Field(default=None, ge=1)
+    on_infeasible: Literal["continue", "stop"] = "continue"
+
+
+class JobSpec(BaseModel):
+    model_config = _Strict
+    job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    holdout: Path
+    seed: int = 0
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    rounds: RoundsSpec = Field(default_factory=RoundsSpec)
+    constraints: Constraints
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        if self.rounds.min_results > self.rounds.participants:
+            raise ValueError(
+                f"rounds.min_results ({self.rounds.min_results}) exceeds rounds.participants "
+                f"({self.rounds.participants})"
+            )
+        return self
+
+
+def load_job(path: Path, **overrides: Any) -> JobSpec:
+    """Read and validate a job file; relative paths in it are relative to the file."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise JobConfigError(f"cannot read job file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise JobConfigError(f"{path} is not valid TOML: {exc}") from exc
+    for dotted, value in overrides.items():
+        section, _, key = dotted.rpartition(".")
+        target = raw.setdefault(section, {}) if section else raw
+        target[key] = value
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise JobConfigError(f"{path}: {problems}") from exc
+    if not spec.holdout.is_absolute():
+        spec = spec.model_copy(update={"holdout": (path.parent / spec.holdout).resolve()})
+    return spec

@@ -1,0 +1,227 @@
+"""The messages of the wire contract: frozen, slotted, keyword-only records.
+
+Field vocabulary follows Flower (``TrainIns``/``TrainRes``, ``EvaluateIns``/``EvaluateRes``) so FL
+users recognise it. Arrays are NumPy arrays; the codec moves them as dtype + shape + raw bytes.
+Every message travels inside an :class:`Envelope` that carries who sent it, for which job and round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy.typing as npt
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "Cancel",
+    "Envelope",
+    "EvaluateIns",
+    "EvaluateRes",
+    "Failure",
+    "GpuInfo",
+    "Heartbeat",
+    "Hello",
+    "JobState",
+    "Message",
+    "ModelRef",
+    "Status",
+    "TrainConfig",
+    "TrainIns",
+    "TrainRes",
+    "Weights",
+]
+
+Weights = tuple[npt.NDArray[Any], ...]
+"""Model weights: one array per model tensor, in ``keras.Model.get_weights()`` order."""
+
+_record = dataclass(frozen=True, slots=True, kw_only=True)
+
+
+class Message:
+    """Base of every message body; ``TYPE`` is its name on the wire."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str]
+
+
+@_record
+class Status(Message):
+    """Retained on ``agents/{id}/status``: ``online`` on connect, ``offline`` as the Last Will."""
+
+    TYPE: ClassVar[str] = "Status"
+    state: Literal["online", "offline"]
+
+
+@_record
+class GpuInfo:
+    index: int
+    name: str
+    memory_bytes: int
+
+
+@_record
+class Hello(Message):
+    """Retained on ``agents/{id}/hello``: what the agent is and can do."""
+
+    TYPE: ClassVar[str] = "Hello"
+    device_class: str
+    arch: str
+    cores: int
+    memory_bytes: int
+    gpus: tuple[GpuInfo, ...] = ()
+    runtimes: tuple[str, ...] = ()
+    num_examples: int = 0
+    software: str = ""
+    profile: Mapping[str, float] = field(default_factory=dict)
+    """What the device class states about the device (train_rate, uplink_mbps, ...), to seed profiles."""
+
+
+@_record
+class Heartbeat(Message):
+    TYPE: ClassVar[str] = "Heartbeat"
+    seq: int
+    busy: bool
+    load: float
+    memory_used_bytes: int
+
+
+@_record
+class TrainConfig:
+    """How much to train and how. ``local_steps`` bounds the work exactly when set; else ``epochs``."""
+
+    epochs: int = 1
+    local_steps: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    proximal_mu: float = 0.0
+    seed: int = 0
+
+
+@_record
+class TrainIns(Message):
+    """Coordinator → agent: train ``model`` from ``weights`` with ``config`` before ``deadline``."""
+
+    TYPE: ClassVar[str] = "TrainIns"
+    model: str
+    """The model's architecture as a Keras JSON config (``keras.Model.to_json()``)."""
+    weights: Weights
+    config: TrainConfig
+    deadline: float
+    """Wall-clock time (UNIX seconds) by which the reply must have arrived."""
+
+
+@_record
+class TrainRes(Message):
+    TYPE: ClassVar[str] = "TrainRes"
+    weights: Weights
+    num_examples: int
+    steps: int
+    loss: float
+    train_s: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@_record
+class EvaluateIns(Message):
+    TYPE: ClassVar[str] = "EvaluateIns"
+    model: str
+    weights: Weights
+    deadline: float
+    batch_size: int = 256
+
+
+@_record
+class EvaluateRes(Message):
+    TYPE: ClassVar[str] = "EvaluateRes"
+    loss: float
+    accuracy: float
+    num_examples: int
+
+
+@_record
+class Failure(Message):
+    """An agent could not do what it was asked; ``code`` is machine-readable, ``reason`` is for people."""
+
+    TYPE: ClassVar[str] = "Failure"
+    code: str
+    reason: str
+
+
+@_record
+class Cancel(Message):
+    TYPE: ClassVar[str] = "Cancel"
+    reason: str = ""
+
+
+@_record
+class ModelRef(Message):
+    """Retained on ``models/{name}/latest``: where the newest accepted model is and how to check it."""
+
+    TYPE: ClassVar[str] = "ModelRef"
+    name: str
+    version: int
+    job_id: str
+    format: str
+    url: str
+    sha256: str
+    size_bytes: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    variants: Mapping[str, str] = field(default_factory=dict)
+    """Other formats of the same model: format name → URL."""
+
+
+@_record
+class JobState(Message):
+    """Retained on ``jobs/{id}/state``: progress for monitors, one per completed round."""
+
+    TYPE: ClassVar[str] = "JobState"
+    status: str
+    round: int
+    accuracy: float
+    best_accuracy: float
+    target_accuracy: float
+    elapsed_s: float
+    time_budget_s: float
+    participants: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+MESSAGE_TYPES: Mapping[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Status,
+        Hello,
+        Heartbeat,
+        TrainIns,
+        TrainRes,
+        EvaluateIns,
+        EvaluateRes,
+        Failure,
+        Cancel,
+        ModelRef,
+        JobState,
+    )
+}
+
+
+@_record
+class Envelope:
+    """What travels: a message body with its routing facts.
+
+    ``msg_id`` is unique per message (receivers are idempotent on it); ``round`` is 0 outside rounds.
+    """
+
+    body: Message
+    msg_id: str
+    sender: str
+    job_id: str = ""
+    round: int = 0
+    ts: float = 0.0
+
+    @property
+    def type(self) -> str:
+        return self.body.TYPE
