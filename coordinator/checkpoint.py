@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import time
 import zipfile
 from contextlib import closing
 from dataclasses import dataclass
@@ -45,7 +46,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     elapsed_s REAL NOT NULL,
     bytes_moved INTEGER NOT NULL,
     agent_seconds REAL NOT NULL,
-    updated REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    job_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS rounds (
     job_id TEXT NOT NULL,
@@ -101,12 +109,13 @@ class CheckpointStore:
             with closing(self._connect()) as db, db:
                 db.execute(
                     "INSERT INTO jobs (job_id, spec, status, round, file, accuracy, best_accuracy,"
-                    " best_round, elapsed_s, bytes_moved, agent_seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                    " best_round, elapsed_s, bytes_moved, agent_seconds, updated)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT(job_id) DO UPDATE SET spec=excluded.spec, status=excluded.status,"
                     " round=excluded.round, file=excluded.file, accuracy=excluded.accuracy,"
                     " best_accuracy=excluded.best_accuracy, best_round=excluded.best_round,"
                     " elapsed_s=excluded.elapsed_s, bytes_moved=excluded.bytes_moved,"
-                    " agent_seconds=excluded.agent_seconds, updated=unixepoch('subsec')",
+                    " agent_seconds=excluded.agent_seconds, updated=excluded.updated",
                     (
                         progress.job_id,
                         json.dumps(spec),
@@ -119,6 +128,7 @@ class CheckpointStore:
                         progress.elapsed_s,
                         progress.bytes_moved,
                         progress.agent_seconds,
+                        time.time(),
                     ),
                 )
                 if progress.history:
@@ -133,6 +143,21 @@ class CheckpointStore:
             if old.name != name:
                 old.unlink(missing_ok=True)
         return job_dir / name
+
+    def next_model_version(self, name: str, job_id: str) -> int:
+        """Register a new version of model ``name`` made by ``job_id``; versions start at 1."""
+        try:
+            with closing(self._connect()) as db, db:
+                (last,) = db.execute(
+                    "SELECT COALESCE(MAX(version), 0) FROM models WHERE name = ?", (name,)
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO models (name, version, job_id, created) VALUES (?,?,?,?)",
+                    (name, last + 1, job_id, time.time()),
+                )
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"cannot record a version of model {name}: {exc}") from exc
+        return int(last) + 1
 
     def load(self, job_id: str) -> Checkpoint | None:
         """The last committed checkpoint of ``job_id``, or ``None`` if the job never ran here."""

@@ -33,9 +33,13 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise ValueError(f"broker URL {url!r} must not have a path or query")
     tls = parts.scheme == "mqtts"
     try:
-        port = parts.port or (8883 if tls else 1883)
+        port = parts.port
     except ValueError as exc:
         raise ValueError(f"broker URL {url!r} has a bad port") from exc
+    if port is None:
+        port = 8883 if tls else 1883
+    elif port == 0:
+        raise ValueError(f"broker URL {url!r} has a bad port")
     return BrokerAddress(
         host=parts.hostname,
         port=port,

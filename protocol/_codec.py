@@ -97,8 +97,9 @@ class _Writer:
             raise InvalidArray(
                 f"dtype {arr.dtype.str} cannot travel; allowed: {sorted(ALLOWED_DTYPES)}"
             )
-        arr = np.ascontiguousarray(arr)
-        view = memoryview(arr).cast("B") if arr.size else memoryview(b"")
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)  # not for 0-d arrays: it would make them 1-d
+        view = arr.data.cast("B") if arr.size else memoryview(b"")
         self.buffers.append(view)
         self.nbytes += view.nbytes
         return [arr.dtype.str, list(arr.shape), view.nbytes]
@@ -107,7 +108,8 @@ class _Writer:
 def encode(envelope: Envelope, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Serialise ``envelope``; :class:`PayloadTooLarge` if it exceeds ``limits``."""
     writer = _Writer()
-    body = _encoder(type(envelope.body))(envelope.body, writer)
+    body_type: type = type(envelope.body)  # plain `type`: mypy deems type[Message] unhashable
+    body = _encoder(body_type)(envelope.body, writer)
     header = msgpack.packb(
         {
             "v": PROTOCOL_VERSION,
@@ -184,7 +186,7 @@ def _all_finite(arr: npt.NDArray[Any]) -> bool:
 
 def decode(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Parse and check a frame. Raises a :class:`ProtocolError` subclass for anything wrong."""
-    view = memoryview(data).cast("B")
+    view = memoryview(data).toreadonly().cast("B")  # arrays stay read-only, even from a bytearray
     if view.nbytes > limits.max_payload_bytes:
         raise PayloadTooLarge(f"frame of {view.nbytes} bytes exceeds {limits.max_payload_bytes}")
     if view.nbytes < _PREFIX.size:
@@ -209,7 +211,7 @@ def decode(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIM
             f"protocol version {version!r}; this build speaks {PROTOCOL_VERSION}"
         )
     type_name = header.get("t")
-    cls = MESSAGE_TYPES.get(type_name) if isinstance(type_name, str) else None
+    cls: type | None = MESSAGE_TYPES.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
         raise UnknownMessageType(f"unknown message type {type_name!r:.40}")
     reader = _Reader(view[start + header_len :], limits)
@@ -324,7 +326,11 @@ def _field_codec(tp: Any, where: str) -> tuple[_Enc, _Dec]:
     if origin is Mapping or origin is dict:
         value_type = args[1]
         value_dec: Callable[[Any], Any] = (
-            (lambda x: _expect_float(x, where)) if value_type is float else _check_plain
+            (lambda x: _expect_float(x, where))
+            if value_type is float
+            else (lambda x: _expect_str(x, where))
+            if value_type is str
+            else _check_plain
         )
 
         def dec_map(v: Any, r: _Reader) -> dict[str, Any]:
@@ -338,16 +344,24 @@ def _field_codec(tp: Any, where: str) -> tuple[_Enc, _Dec]:
     raise TypeError(f"no wire codec for {where}: {tp!r}")  # a programming error, found at import
 
 
-def _check_plain(value: Any) -> Any:
-    """Free-form values (plans, notes): msgpack scalars, lists and string-keyed maps, all finite."""
+_MAX_PLAIN_DEPTH = 32
+
+
+def _check_plain(value: Any, depth: int = 0) -> Any:
+    """Free-form values (plans, notes): msgpack scalars, lists and string-keyed maps, all finite.
+
+    Nesting is bounded: msgpack accepts ~1000 levels, which would overflow Python's recursion here.
+    """
     if isinstance(value, float) and not math.isfinite(value):
         raise NonFiniteValues("non-finite number in a free-form field")
+    if isinstance(value, (list, dict)) and depth >= _MAX_PLAIN_DEPTH:
+        raise MalformedMessage(f"free-form field nested deeper than {_MAX_PLAIN_DEPTH}")
     if isinstance(value, list):
-        return [_check_plain(v) for v in value]
+        return [_check_plain(v, depth + 1) for v in value]
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise MalformedMessage("free-form map with non-string keys")
-        return {k: _check_plain(v) for k, v in value.items()}
+        return {k: _check_plain(v, depth + 1) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise MalformedMessage(f"free-form field holds a {type(value).__name__}")
@@ -398,4 +412,4 @@ def _decoder(cls: type) -> _Dec:
 
 # Build every codec now, so a message type the codec cannot carry fails at import, not on the wire.
 for _cls in MESSAGE_TYPES.values():
-    _decoder(_cls)
+    _decoder(typing.cast(type, _cls))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 import numpy.typing as npt
 
@@ -36,7 +36,13 @@ __all__ = [
 Weights = tuple[npt.NDArray[Any], ...]
 """Model weights: one array per model tensor, in ``keras.Model.get_weights()`` order."""
 
-_record = dataclass(frozen=True, slots=True, kw_only=True)
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(field,))
+def _record(cls: type[_T]) -> type[_T]:
+    """``@dataclass(frozen=True, slots=True, kw_only=True)``, spelled so type checkers see it."""
+    return dataclass(frozen=True, slots=True, kw_only=True)(cls)
 
 
 class Message:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,12 +64,24 @@ def encode_shard(shard: Shard) -> bytes:
 def decode_shard(data: bytes) -> Shard:
     """Parse shard bytes; raises :class:`MalformedMessage` or :class:`InvalidArray` when wrong."""
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise MalformedMessage("not a shard archive: a bare .npy array, not an .npz")
+        with loaded as archive:
             names = sorted(archive.files)
             if names != ["x", "y"]:
                 raise MalformedMessage(f"a shard holds exactly arrays x and y, found {names}")
             x, y = archive["x"], archive["y"]
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    # zipfile refuses unsupported or encrypted members with NotImplementedError / RuntimeError.
+    except (
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         if isinstance(exc, MalformedMessage):
             raise
         raise MalformedMessage(f"not a shard archive: {exc}") from exc

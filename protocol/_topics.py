@@ -20,7 +20,7 @@ _AGENT_KINDS: frozenset[str] = frozenset({"status", "hello", "heartbeat", "inbox
 
 def check_agent_id(agent_id: str) -> str:
     """Return ``agent_id`` if it is a valid id (letters, digits, ``_.-``; no MQTT wildcards)."""
-    if not AGENT_ID_PATTERN.match(agent_id):
+    if not AGENT_ID_PATTERN.fullmatch(agent_id):  # match() would let a trailing newline through
         raise InvalidTopic(
             f"invalid agent id {agent_id!r}: use 1-64 letters, digits, '_', '.' or '-'"
         )

@@ -1,0 +1,303 @@
+"""The coordinator's job loop: plan a round, send it, aggregate, evaluate, checkpoint, report.
+
+``await Coordinator(...).run()`` drives one job to its end (target reached, time budget, round or
+byte limit) and returns a :class:`JobOutcome`. CPU work (aggregation, evaluation, export) runs in
+worker threads; the event loop only moves messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protocol import JobState, ModelRef, Shard, TrainIns
+
+from .checkpoint import CheckpointStore
+from .engine import JobProgress, RoundRecord, StopReason, advance, start, stop_reason
+from .errors import StrategyError
+from .export import ExportReport, export_model
+from .fleet import Fleet
+from .job import JobSpec
+from .model import GlobalModel
+from .planner import Planner, RoundPlan, UniformPlanner
+from .strategies import ClientUpdate, Strategy, make_strategy
+
+__all__ = ["Coordinator", "JobOutcome"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobOutcome:
+    job_id: str
+    reason: StopReason
+    progress: JobProgress
+    export: ExportReport | None
+    model_ref: ModelRef | None
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reached(self) -> bool:
+        return self.reason == "reached"
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        spec: JobSpec,
+        fleet: Fleet,
+        holdout: Shard,
+        state_dir: Path,
+        out_dir: Path,
+        planner: Planner | None = None,
+        strategy: Strategy | None = None,
+        on_round: Callable[[JobState], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.fleet = fleet
+        self.holdout = holdout
+        self.store = CheckpointStore(state_dir)
+        self.out_dir = out_dir
+        self.planner: Planner = planner or UniformPlanner(spec)
+        self.strategy = strategy or make_strategy(spec.strategy.name, **spec.strategy.params)
+        self._on_round = on_round
+        self._clock_base = 0.0
+        self._clock_start = time.monotonic()
+
+    def _elapsed(self) -> float:
+        return self._clock_base + time.monotonic() - self._clock_start
+
+    async def run(self) -> JobOutcome:
+        spec = self.spec
+        model = await asyncio.to_thread(GlobalModel, spec.model, self.holdout)
+        progress = await self._resume_or_start(model)
+        self._clock_base, self._clock_start = progress.elapsed_s, time.monotonic()
+        if progress.status == "running":
+            need = min(spec.rounds.min_agents, spec.rounds.participants)
+            got = await self.fleet.wait_for_agents(need, timeout=spec.rounds.wait_for_agents_s)
+            if got < need:
+                _log.warning(
+                    "job %s: only %d of %d agents online; starting anyway", spec.job_id, got, need
+                )
+            progress = await self._rounds(model, progress)
+        reason = stop_reason(progress, spec.constraints) or "time_budget"
+        progress = dataclasses.replace(progress, status=reason)
+        await asyncio.to_thread(self._save, progress)
+        export, ref = await self._finish(model, progress)
+        await self._publish(progress, message=_describe(reason, progress, spec))
+        return JobOutcome(
+            job_id=spec.job_id,
+            reason=reason,
+            progress=progress,
+            export=export,
+            model_ref=ref,
+            dropped=dict(self.fleet.dropped),
+        )
+
+    async def _resume_or_start(self, model: GlobalModel) -> JobProgress:
+        checkpoint = await asyncio.to_thread(self.store.load, self.spec.job_id)
+        if checkpoint is None:
+            initial = await asyncio.to_thread(model.evaluate, model.initial_weights)
+            return start(self.spec.job_id, model.initial_weights, accuracy=initial.accuracy)
+        _log.info(
+            "job %s: resuming after round %d (best accuracy %.4f, %.1fs spent)",
+            self.spec.job_id,
+            checkpoint.progress.round,
+            checkpoint.progress.best_accuracy,
+            checkpoint.progress.elapsed_s,
+        )
+        self.strategy.restore(checkpoint.strategy_state)
+        return checkpoint.progress
+
+    def _save(self, progress: JobProgress) -> None:
+        self.store.save(
+            progress, spec=self.spec.model_dump(mode="json"), strategy_state=self.strategy.state()
+        )
+
+    async def _rounds(self, model: GlobalModel, progress: JobProgress) -> JobProgress:
+        if progress.round == 0:
+            self.strategy.initialize([np.asarray(w) for w in progress.weights])
+        while stop_reason(progress, self.spec.constraints) is None:
+            budget_left = self.spec.constraints.time_budget_s - self._elapsed()
+            plan = self.planner.plan(
+                progress,
+                self.fleet.registry.available(),
+                budget_left_s=budget_left,
+                train_options=self.strategy.train_options(),
+            )
+            if not plan.participants or plan.timeout_s <= 0:
+                # Nobody to ask (or no time left): let time pass so the budget check can end the job.
+                await asyncio.sleep(min(0.5, max(budget_left, 0.0)))
+                progress = dataclasses.replace(progress, elapsed_s=self._elapsed())
+                continue
+            progress = await self._round(model, progress, plan)
+        return progress
+
+    async def _round(
+        self, model: GlobalModel, progress: JobProgress, plan: RoundPlan
+    ) -> JobProgress:
+        rnd = progress.round + 1
+        started = self._elapsed()
+        deadline = time.time() + plan.timeout_s
+        instructions = {
+            agent_id: TrainIns(
+                model=model.config_json,
+                weights=progress.weights,
+                config=plan.configs[agent_id],
+                deadline=deadline,
+            )
+            for agent_id in plan.participants
+        }
+        replies = await self.fleet.train(
+            job_id=self.spec.job_id,
+            round=rnd,
+            instructions=instructions,
+            reference=progress.weights,
+            quorum=plan.quorum,
+            deadline=deadline,
+        )
+        weights, note = progress.weights, ""
+        updates = [
+            ClientUpdate(agent_id=a, weights=r.weights, num_examples=r.num_examples, loss=r.loss)
+            for a, r in sorted(replies.results.items())
+        ]
+        if len(updates) >= plan.min_results:
+            try:
+                new = await asyncio.to_thread(
+                    self.strategy.aggregate_train,
+                    rnd,
+                    [np.asarray(w) for w in progress.weights],
+                    updates,
+                    sorted(replies.failures),
+                )
+                if all(np.isfinite(w).all() for w in new):
+                    weights = tuple(new)
+                else:
+                    note = "aggregate is not finite; kept the previous model"
+            except StrategyError as exc:
+                note = f"strategy refused: {exc}; kept the previous model"
+        else:
+            note = f"{len(updates)} results, fewer than {plan.min_results}; kept the previous model"
+        evaluation = await asyncio.to_thread(model.evaluate, weights)
+        duration = self._elapsed() - started
+        record = RoundRecord(
+            round=rnd,
+            started_s=started,
+            duration_s=duration,
+            participants=plan.participants,
+            results=len(updates),
+            failures=dict(replies.failures),
+            accuracy=evaluation.accuracy,
+            loss=evaluation.loss,
+            aggregated=weights is not progress.weights,
+            bytes_moved=replies.bytes_sent + replies.bytes_received,
+            agent_seconds=sum(replies.reply_s.values()) + duration * len(replies.failures),
+            note=note,
+            plan=dict(plan.info),
+        )
+        progress = advance(progress, record, weights)
+        await asyncio.to_thread(self._save, progress)
+        _log.info(
+            "job %s round %d: accuracy %.4f (best %.4f), %d/%d results, %.1fs%s",
+            self.spec.job_id,
+            rnd,
+            evaluation.accuracy,
+            progress.best_accuracy,
+            len(updates),
+            len(plan.participants),
+            duration,
+            f" ({note})" if note else "",
+        )
+        await self._publish(progress)
+        return progress
+
+    async def _publish(self, progress: JobProgress, *, message: str = "") -> None:
+        last = progress.history[-1] if progress.history else None
+        state = JobState(
+            status=progress.status,
+            round=progress.round,
+            accuracy=progress.accuracy,
+            best_accuracy=progress.best_accuracy,
+            target_accuracy=self.spec.constraints.target_accuracy,
+            elapsed_s=progress.elapsed_s,
+            time_budget_s=self.spec.constraints.time_budget_s,
+            participants=last.participants if last else (),
+            failures=tuple(sorted(last.failures)) if last else (),
+            plan=_plain(dict(last.plan)) if last else {},
+            message=message,
+        )
+        if self._on_round is not None:
+            self._on_round(state)
+        try:
+            await self.fleet.publish_state(self.spec.job_id, state)
+        except Exception as exc:  # monitors are best effort; the job goes on
+            _log.warning("job %s: could not publish state: %s", self.spec.job_id, exc)
+
+    async def _finish(
+        self, model: GlobalModel, progress: JobProgress
+    ) -> tuple[ExportReport | None, ModelRef | None]:
+        if progress.best_round == 0:
+            _log.warning(
+                "job %s: no round improved on the initial model; nothing to export",
+                self.spec.job_id,
+            )
+            return None, None
+        export = await asyncio.to_thread(
+            export_model, model, progress.best_weights, self.out_dir / "model"
+        )
+        version = await asyncio.to_thread(
+            self.store.next_model_version, model.spec.name, self.spec.job_id
+        )
+        ref = ModelRef(
+            name=model.spec.name,
+            version=version,
+            job_id=self.spec.job_id,
+            format="keras",
+            url=export.keras.resolve().as_uri(),
+            sha256=export.sha256["keras"],
+            size_bytes=export.size_bytes["keras"],
+            metrics={
+                "accuracy": progress.best_accuracy,
+                "tflite_agreement": export.agreement_float,
+                "tflite_dynamic_agreement": export.agreement_dynamic,
+            },
+            variants={
+                "tflite": export.tflite_float.resolve().as_uri(),
+                "tflite_dynamic": export.tflite_dynamic.resolve().as_uri(),
+            },
+        )
+        try:
+            await self.fleet.publish_model(ref)
+        except Exception as exc:
+            _log.warning("job %s: could not publish the model reference: %s", self.spec.job_id, exc)
+        return export, ref
+
+
+def _plain(value: Any) -> Any:
+    """Plan info as wire-safe plain values (no NaN, tuples as lists)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _describe(reason: StopReason, progress: JobProgress, spec: JobSpec) -> str:
+    target = spec.constraints.target_accuracy
+    if reason == "reached":
+        return f"reached {progress.best_accuracy:.4f} >= {target} in round {progress.best_round}"
+    return (
+        f"stopped ({reason.replace('_', ' ')}) at best accuracy {progress.best_accuracy:.4f} "
+        f"of target {target} after {progress.round} rounds and {progress.elapsed_s:.1f}s"
+    )

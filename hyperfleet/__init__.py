@@ -1,0 +1,1 @@
+"""hyperfleet: the one CLI and the local-stack launcher (broker, demo)."""

@@ -1,0 +1,200 @@
+"""The one CLI: ``hyperfleet broker | agent | coordinator | demo | watch``.
+
+Each command builds its settings object here, from flags and ``HYPERFLEET_*`` environment
+variables, configures logging, and hands over to library code that takes keyword arguments.
+Errors of every package are translated to one line on stderr and an exit status here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.errors import AgentError
+from cloud.errors import CloudError
+from coordinator.errors import CoordinatorError
+from protocol import ProtocolError, Topics, parse_broker_url
+
+from .errors import HyperfleetError, UsageError
+
+__all__ = ["main"]
+
+_log = logging.getLogger("hyperfleet")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_NOT_REACHED = 2
+EXIT_USAGE = 64
+
+
+_KNOWN = (HyperfleetError, AgentError, CoordinatorError, CloudError, ProtocolError, OSError)
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"HYPERFLEET_{name}", default)
+
+
+def _common(p: argparse.ArgumentParser, *, broker: bool = True) -> None:
+    if broker:
+        p.add_argument(
+            "--broker",
+            default=_env("BROKER", "mqtt://127.0.0.1:1883"),
+            help="broker URL mqtt://[user:pass@]host:port (env HYPERFLEET_BROKER)",
+        )
+    p.add_argument(
+        "--prefix", default=_env("PREFIX", "hf/v1"), help="topic prefix (env HYPERFLEET_PREFIX)"
+    )
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hyperfleet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="run an MQTT broker (Mosquitto if installed, else embedded)")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
+    p.add_argument("--embedded", action="store_true", help="use the embedded Python broker")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+
+    p = sub.add_parser("agent", help="run an edge agent daemon")
+    p.add_argument("--id", required=True, dest="agent_id", help="agent id (letters, digits, _.-)")
+    p.add_argument("--data", required=True, type=Path, help="this agent's shard (.npz)")
+    p.add_argument(
+        "--device-class", required=True, help="name in firmware_configs/ or a .toml path"
+    )
+    p.add_argument("--runtime", choices=["auto", "keras", "numpy"], default="auto")
+    p.add_argument("--heartbeat-s", type=float, default=5.0)
+    _common(p)
+
+    p = sub.add_parser("coordinator", help="run one federated job to its end")
+    p.add_argument("--job", required=True, type=Path, help="job file (TOML)")
+    p.add_argument("--state-dir", type=Path, default=Path("state"), help="checkpoints and SQLite")
+    p.add_argument(
+        "--out", type=Path, default=Path("results/job"), help="exported model, outcome.json"
+    )
+    _common(p)
+
+    p = sub.add_parser("demo", help="broker + coordinator + agents on this machine, to a target")
+    p.add_argument("--agents", type=int, default=8)
+    p.add_argument("--target-accuracy", type=float, default=0.90)
+    p.add_argument("--time-budget", type=float, default=300.0, help="seconds")
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of the label split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("results/demo"))
+    p.add_argument("--runtime", choices=["auto", "keras", "numpy"], default="auto")
+    p.add_argument("--broker", default=None, help="use this running broker instead of starting one")
+    p.add_argument("--prefix", default=_env("PREFIX", "hf/v1"))
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))
+
+    p = sub.add_parser("watch", help="print decoded messages from the topic tree")
+    p.add_argument("--count", type=int, default=0, help="stop after this many messages (0: never)")
+    _common(p)
+    return parser
+
+
+def _run_until_signal(make: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run ``make()`` on a fresh event loop; SIGINT/SIGTERM cancel it cleanly."""
+
+    async def runner() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await make()
+        except asyncio.CancelledError:
+            _log.info("stopped by signal")
+            return EXIT_OK
+
+    return asyncio.run(runner())
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups from task groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BaseExceptionGroup as group:
+        leaf = _leaf(group)
+        if isinstance(leaf, Exception) and not isinstance(leaf, BaseExceptionGroup):
+            try:
+                raise leaf from group
+            except (UsageError, ValueError) as exc:
+                print(f"hyperfleet {args.command}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            except _KNOWN as exc:
+                print(f"hyperfleet {args.command}: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+        raise
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("absl", "tensorflow", "h5py", "amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        if args.command == "broker":
+            from .commands import run_broker
+
+            return run_broker(port=args.port, bind=args.bind, embedded=args.embedded)
+        if args.command == "agent":
+            from .commands import agent_settings, run_agent
+
+            settings = agent_settings(args)
+            return _run_until_signal(lambda: run_agent(settings))
+        if args.command == "coordinator":
+            from .commands import coordinator_settings, run_coordinator
+
+            csettings = coordinator_settings(args)
+            return _run_until_signal(lambda: run_coordinator(csettings))
+        if args.command == "demo":
+            from .demo import DemoSettings, run_demo
+
+            dsettings = DemoSettings.from_args(args)
+            return _run_until_signal(lambda: run_demo(dsettings))
+        if args.command == "watch":
+            from .commands import run_watch
+
+            broker = parse_broker_url(args.broker)
+            return _run_until_signal(lambda: run_watch(broker, Topics(args.prefix), args.count))
+    except (UsageError, ValueError) as exc:
+        print(f"hyperfleet {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (
+        HyperfleetError,
+        AgentError,
+        CoordinatorError,
+        CloudError,
+        ProtocolError,
+        OSError,
+    ) as exc:
+        print(f"hyperfleet {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def dump_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,215 @@
+"""The long-running commands: an agent, a coordinator, a broker, a topic watcher."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.app import RuntimeChoice, create_agent, read_shard
+from agent.daemon import AgentSettings, mqtt_client
+from agent.device_class import DeviceClass, load_device_class
+from coordinator.job import JobSpec, load_job
+from coordinator.mqtt_fleet import open_mqtt_fleet
+from coordinator.service import Coordinator, JobOutcome
+from protocol import (
+    BrokerAddress,
+    ProtocolError,
+    Shard,
+    Topics,
+    check_agent_id,
+    decode,
+    parse_broker_url,
+)
+
+from .errors import UsageError
+
+__all__ = [
+    "AgentRun",
+    "CoordinatorRun",
+    "agent_settings",
+    "coordinator_settings",
+    "outcome_json",
+    "run_agent",
+    "run_broker",
+    "run_coordinator",
+    "run_watch",
+]
+
+_log = logging.getLogger("hyperfleet")
+SOFTWARE = "hyperfleet 0.1.0"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentRun:
+    settings: AgentSettings
+    device: DeviceClass
+    shard: Shard
+    runtime: RuntimeChoice
+
+
+def agent_settings(args: argparse.Namespace) -> AgentRun:
+    try:
+        check_agent_id(args.agent_id)
+    except ProtocolError as exc:
+        raise UsageError(str(exc)) from exc
+    device = load_device_class(args.device_class)
+    return AgentRun(
+        settings=AgentSettings(
+            agent_id=args.agent_id,
+            broker=parse_broker_url(args.broker),
+            device_class=device.name,
+            topics=Topics(args.prefix),
+            heartbeat_s=args.heartbeat_s,
+            profile=device.emulation.model_dump(),
+        ),
+        device=device,
+        shard=read_shard(args.data),
+        runtime=args.runtime,
+    )
+
+
+async def run_agent(run: AgentRun) -> int:
+    agent = create_agent(
+        run.settings, device=run.device, shard=run.shard, runtime=run.runtime, software=SOFTWARE
+    )
+    _log.info(
+        "agent %s (%s, %s trainer, %d examples) connecting to %s",
+        run.settings.agent_id,
+        run.device.name,
+        agent._trainer.name,
+        len(run.shard),
+        run.settings.broker.url,
+    )
+    await agent.run()
+    return 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinatorRun:
+    spec: JobSpec
+    broker: BrokerAddress
+    topics: Topics
+    state_dir: Path
+    out_dir: Path
+
+
+def coordinator_settings(args: argparse.Namespace) -> CoordinatorRun:
+    return CoordinatorRun(
+        spec=load_job(args.job),
+        broker=parse_broker_url(args.broker),
+        topics=Topics(args.prefix),
+        state_dir=args.state_dir,
+        out_dir=args.out,
+    )
+
+
+def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
+    p = outcome.progress
+    export = outcome.export
+    return {
+        "job_id": outcome.job_id,
+        "reason": outcome.reason,
+        "reached": outcome.reached,
+        "rounds": p.round,
+        "final_accuracy": p.accuracy,
+        "best_accuracy": p.best_accuracy,
+        "best_round": p.best_round,
+        "elapsed_s": p.elapsed_s,
+        "bytes_moved": p.bytes_moved,
+        "agent_seconds": p.agent_seconds,
+        "dropped": outcome.dropped,
+        "model": None
+        if export is None
+        else {
+            "keras": str(export.keras),
+            "tflite": str(export.tflite_float),
+            "tflite_dynamic": str(export.tflite_dynamic),
+            "tflite_agreement": export.agreement_float,
+            "tflite_dynamic_agreement": export.agreement_dynamic,
+            "sha256": export.sha256,
+            "version": outcome.model_ref.version if outcome.model_ref else None,
+        },
+        "history": [r.to_json() for r in p.history],
+    }
+
+
+async def run_coordinator(run: CoordinatorRun) -> int:
+    from .cli import EXIT_NOT_REACHED, dump_json
+
+    holdout = read_shard(run.spec.holdout)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        async with open_mqtt_fleet(broker=run.broker, topics=run.topics) as fleet:
+            coordinator = Coordinator(
+                spec=run.spec,
+                fleet=fleet,
+                holdout=holdout,
+                state_dir=run.state_dir,
+                out_dir=run.out_dir,
+            )
+            outcome = await coordinator.run()
+    except TimeoutError as exc:
+        raise UsageError(f"cannot reach the broker at {run.broker.url}") from exc
+    dump_json(run.out_dir / "outcome.json", outcome_json(outcome))
+    _log.info("job %s finished: %s", run.spec.job_id, outcome.reason)
+    return 0 if outcome.reached else EXIT_NOT_REACHED
+
+
+def run_broker(*, port: int, bind: str, embedded: bool) -> int:
+    from .broker import start_broker
+
+    with start_broker(port=port, bind=bind, prefer="embedded" if embedded else "auto") as broker:
+        print(f"{broker.kind} broker listening on {broker.url} (Ctrl-C to stop)", flush=True)
+        stop = False
+
+        def on_signal(signum: int, frame: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not stop and broker.process.poll() is None:
+            time.sleep(0.2)
+        if broker.process.poll() not in (None, 0):
+            return 1
+    return 0
+
+
+async def run_watch(broker: BrokerAddress, topics: Topics, count: int) -> int:
+    seen = 0
+    async with mqtt_client(broker, identifier=f"hf-watch-{time.time_ns() % 10**8}") as client:
+        await client.subscribe(f"{topics.prefix}/#", qos=1)
+        async for message in client.messages:
+            topic = str(message.topic)
+            payload = message.payload
+            try:
+                if not isinstance(payload, (bytes, bytearray)):
+                    raise ProtocolError("not binary")
+                env = decode(payload)
+                body = _short(dataclasses.asdict(env.body))
+                print(
+                    f"{topic} {env.type} from={env.sender} job={env.job_id} round={env.round} {body}",
+                    flush=True,
+                )
+            except ProtocolError as exc:
+                print(f"{topic} <undecodable: {exc}>", flush=True)
+            seen += 1
+            if count and seen >= count:
+                break
+    return 0
+
+
+def _short(body: dict[str, Any]) -> str:
+    parts = []
+    for key, value in body.items():
+        if isinstance(value, (list, tuple)) and value and hasattr(value[0], "shape"):
+            value = f"<{len(value)} arrays>"
+        text = repr(value)
+        parts.append(f"{key}={text if len(text) < 80 else text[:77] + '...'}")
+    return " ".join(parts)

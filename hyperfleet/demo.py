@@ -1,0 +1,332 @@
+"""``hyperfleet demo``: a whole federated job on this machine, with live progress.
+
+It prepares digits shards (Dirichlet non-IID) and a holdout, starts a broker (unless one is given),
+one agent process per shard and a coordinator process, follows the retained ``jobs/{id}/state``
+topic like any monitor would, and writes ``summary.json`` and ``accuracy.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloud.pipelines import load_digits, prepare_federated
+from protocol import JobState, ProtocolError, Topics, decode, parse_broker_url
+
+from .broker import start_broker
+from .errors import UsageError
+
+__all__ = ["DemoSettings", "run_demo"]
+
+_log = logging.getLogger("hyperfleet.demo")
+DEMO_CLASSES = ("x86-cpu", "x86-gpu-server", "jetson-orin-nano", "raspberry-pi-5")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoSettings:
+    agents: int = 8
+    target_accuracy: float = 0.90
+    time_budget_s: float = 300.0
+    alpha: float = 0.5
+    seed: int = 0
+    out: Path = Path("results/demo")
+    broker: str | None = None
+    prefix: str = "hf/v1"
+    runtime: str = "auto"
+    log_level: str = "WARNING"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DemoSettings:
+        if not 1 <= args.agents <= 200:
+            raise UsageError("--agents must be between 1 and 200")
+        if not 0 < args.target_accuracy <= 1:
+            raise UsageError("--target-accuracy must be in (0, 1]")
+        if args.time_budget <= 0:
+            raise UsageError("--time-budget must be positive")
+        return cls(
+            agents=args.agents,
+            target_accuracy=args.target_accuracy,
+            time_budget_s=args.time_budget,
+            alpha=args.alpha,
+            seed=args.seed,
+            out=args.out,
+            broker=args.broker,
+            prefix=args.prefix,
+            runtime=args.runtime,
+            log_level=args.log_level,
+        )
+
+
+def _job_toml(s: DemoSettings, holdout: Path) -> str:
+    return f"""# Written by `hyperfleet demo`.
+job_id = "digits-demo"
+holdout = "{holdout.resolve()}"
+seed = {s.seed}
+
+[model]
+name = "digits-mlp"
+hidden = [64, 32]
+
+[strategy]
+name = "fedavg"
+
+[rounds]
+participants = {s.agents}
+min_results = 1
+round_timeout_s = 20
+local_epochs = 2
+batch_size = 16
+learning_rate = 0.1
+min_agents = {s.agents}
+wait_for_agents_s = {min(120.0, s.time_budget_s / 2):.0f}
+
+[constraints]
+target_accuracy = {s.target_accuracy}
+time_budget_s = {s.time_budget_s}
+"""
+
+
+@contextlib.contextmanager
+def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _spawn(
+    args: list[str], log: Path, procs: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hyperfleet", *args], stdout=f, stderr=subprocess.STDOUT, env=env
+        )
+    procs.append(proc)
+    return proc
+
+
+async def _follow(
+    broker_url: str, topics: Topics, job_id: str, states: list[tuple[float, JobState]], t0: float
+) -> None:
+    """Print each new round of the job as the coordinator publishes it."""
+    from agent.daemon import mqtt_client
+
+    broker = parse_broker_url(broker_url)
+    async with mqtt_client(broker, identifier=f"hf-demo-{os.getpid()}") as client:
+        await client.subscribe(topics.job_state(job_id), qos=1)
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, (bytes, bytearray)):
+                continue
+            try:
+                env = decode(payload)
+            except ProtocolError:
+                continue
+            state = env.body
+            if not isinstance(state, JobState) or env.ts < t0:
+                continue  # a retained state of an earlier run
+            states.append((time.time() - t0, state))
+            plan = state.plan
+            print(
+                f"round {state.round:3d}  accuracy {state.accuracy:.4f}  best {state.best_accuracy:.4f}"
+                f" / {state.target_accuracy:.2f}  participants {len(state.participants):2d}"
+                f"  failed {len(state.failures):2d}  elapsed {state.elapsed_s:6.1f}s"
+                f" of {state.time_budget_s:.0f}s"
+                + (f"  [{plan.get('planner')}]" if plan.get("planner") else ""),
+                flush=True,
+            )
+            if state.message:
+                print(f"coordinator: {state.message}", flush=True)
+
+
+async def run_demo(s: DemoSettings) -> int:
+    out = s.out
+    if out.exists():
+        for child in ("state", "data", "logs", "model"):
+            shutil.rmtree(out / child, ignore_errors=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    print(
+        f"preparing digits for {s.agents} agents (Dirichlet alpha {s.alpha}, 20% holdout)",
+        flush=True,
+    )
+    layout = prepare_federated(
+        load_digits(),
+        agents=s.agents,
+        alpha=s.alpha,
+        holdout=0.2,
+        seed=s.seed,
+        out_dir=out / "data",
+    )
+    job = out / "job.toml"
+    job.write_text(_job_toml(s, layout.holdout))
+    topics = Topics(s.prefix)
+    with contextlib.ExitStack() as stack:
+        if s.broker is None:
+            broker = stack.enter_context(start_broker(port=0, workdir=out / "logs"))
+            broker_url, broker_kind = broker.url, broker.kind
+        else:
+            parse_broker_url(s.broker)
+            broker_url, broker_kind = s.broker, "external"
+        print(f"broker: {broker_kind} at {broker_url}", flush=True)
+        procs = stack.enter_context(_processes())
+        common = ["--broker", broker_url, "--prefix", s.prefix, "--log-level", "INFO"]
+        for i, shard in enumerate(layout.shards):
+            device = DEMO_CLASSES[i % len(DEMO_CLASSES)]
+            _spawn(
+                [
+                    "agent",
+                    "--id",
+                    f"agent-{i:03d}",
+                    "--data",
+                    str(shard),
+                    "--device-class",
+                    device,
+                    "--runtime",
+                    s.runtime,
+                    *common,
+                ],
+                out / "logs" / f"agent-{i:03d}.log",
+                procs,
+            )
+        coordinator = _spawn(
+            [
+                "coordinator",
+                "--job",
+                str(job),
+                "--state-dir",
+                str(out / "state"),
+                "--out",
+                str(out),
+                *common,
+            ],
+            out / "logs" / "coordinator.log",
+            procs,
+        )
+        print(
+            f"started {s.agents} agents and a coordinator; target {s.target_accuracy} within "
+            f"{s.time_budget_s:.0f}s (logs in {out / 'logs'})",
+            flush=True,
+        )
+        states: list[tuple[float, JobState]] = []
+        async with asyncio.TaskGroup() as tg:
+            follower = tg.create_task(_follow(broker_url, topics, "digits-demo", states, t0))
+            hard_limit = s.time_budget_s + 180  # start-up, export and slack; never wait forever
+            while coordinator.poll() is None and time.time() - t0 < hard_limit:
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)  # let the last retained state arrive
+            follower.cancel()
+        if coordinator.poll() is None:
+            coordinator.kill()
+            print("the coordinator did not finish in time; see its log", file=sys.stderr)
+    wall_s = time.time() - t0
+    outcome_path = out / "outcome.json"
+    if not outcome_path.exists():
+        print(
+            f"the coordinator failed (exit {coordinator.returncode}); see {out / 'logs' / 'coordinator.log'}",
+            file=sys.stderr,
+        )
+        return 1
+    outcome = json.loads(outcome_path.read_text())
+    summary = _summary(s, outcome, wall_s, broker_kind, states)
+    from .cli import dump_json
+
+    dump_json(out / "summary.json", summary)
+    _plot(out / "accuracy.png", summary)
+    print(
+        f"{'REACHED' if summary['reached'] else 'NOT REACHED'}: accuracy {summary['final_accuracy']:.4f}"
+        f" (target {s.target_accuracy}) in {summary['rounds']} rounds, {wall_s:.1f}s wall"
+        f"; summary {out / 'summary.json'}, plot {out / 'accuracy.png'}",
+        flush=True,
+    )
+    if not summary["reached"]:
+        print(f"the target was not reached: {outcome['reason'].replace('_', ' ')}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _summary(
+    s: DemoSettings,
+    outcome: dict[str, Any],
+    wall_s: float,
+    broker_kind: str,
+    states: list[tuple[float, JobState]],
+) -> dict[str, Any]:
+    return {
+        "reached": outcome["reached"],
+        "reason": outcome["reason"],
+        "final_accuracy": outcome["best_accuracy"],
+        "last_round_accuracy": outcome["final_accuracy"],
+        "target_accuracy": s.target_accuracy,
+        "rounds": outcome["rounds"],
+        "wall_s": wall_s,
+        "job_elapsed_s": outcome["elapsed_s"],
+        "time_budget_s": s.time_budget_s,
+        "agents": s.agents,
+        "alpha": s.alpha,
+        "seed": s.seed,
+        "broker": broker_kind,
+        "bytes_moved": outcome["bytes_moved"],
+        "agent_seconds": outcome["agent_seconds"],
+        "dropped_messages": outcome["dropped"],
+        "model": outcome["model"],
+        "history": [
+            {
+                "round": r["round"],
+                "elapsed_s": r["started_s"] + r["duration_s"],
+                "accuracy": r["accuracy"],
+                "participants": len(r["participants"]),
+                "results": r["results"],
+                "failures": len(r["failures"]),
+                "plan": r["plan"],
+            }
+            for r in outcome["history"]
+        ],
+        "states_seen": len(states),
+    }
+
+
+def _plot(path: Path, summary: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [h["elapsed_s"] for h in summary["history"]]
+    ys = [h["accuracy"] for h in summary["history"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(xs, ys, marker="o", markersize=3, label="holdout accuracy")
+    ax.axhline(summary["target_accuracy"], color="tab:red", linestyle="--", label="target")
+    ax.axvline(summary["time_budget_s"], color="tab:gray", linestyle=":", label="time budget")
+    ax.set_xlabel("job time (s)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"hyperfleet demo: {summary['agents']} agents, {summary['rounds']} rounds")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

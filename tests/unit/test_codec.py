@@ -1,0 +1,901 @@
+"""The frame codec: every message survives a round trip, and no byte string breaks the decoder.
+
+Bad frames are built by hand (``msgpack.packb`` + ``struct.pack(">2sI", b"HF", len(header))``) so
+each test names exactly one thing that is wrong and the error class it must produce.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import struct
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from protocol import (
+    MESSAGE_TYPES,
+    Cancel,
+    DuplicateMessage,
+    Envelope,
+    EvaluateIns,
+    EvaluateRes,
+    Failure,
+    GpuInfo,
+    Heartbeat,
+    Hello,
+    InvalidArray,
+    InvalidTopic,
+    JobState,
+    Limits,
+    MalformedMessage,
+    Message,
+    ModelRef,
+    NonFiniteValues,
+    PayloadTooLarge,
+    ProtocolError,
+    ShapeMismatch,
+    StaleRound,
+    Status,
+    TrainConfig,
+    TrainIns,
+    TrainRes,
+    UnknownMessageType,
+    UnsupportedVersion,
+    decode,
+    encode,
+    new_envelope,
+)
+
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# ------------------------------------------------------------------------------ strategies
+
+WIRE_DTYPES: tuple[np.dtype[Any], ...] = tuple(
+    np.dtype(name)
+    for name in (
+        "float16",
+        "float32",
+        "float64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+    )
+)
+
+ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+text = st.text(max_size=16)
+float_maps = st.dictionaries(text, finite, max_size=4)
+
+
+def _arrays_of(dtype: np.dtype[Any]) -> st.SearchStrategy[npt.NDArray[Any]]:
+    elements = (
+        hnp.from_dtype(dtype, allow_nan=False, allow_infinity=False)
+        if dtype.kind == "f"
+        else hnp.from_dtype(dtype)
+    )
+    shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4)
+    return hnp.arrays(dtype, shapes, elements=elements)
+
+
+arrays: st.SearchStrategy[npt.NDArray[Any]] = st.sampled_from(WIRE_DTYPES).flatmap(_arrays_of)
+weights = st.lists(arrays, max_size=4).map(tuple)
+
+plain_values = st.recursive(
+    st.none() | st.booleans() | ints | finite | text,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(text, children, max_size=3),
+    max_leaves=12,
+)
+
+gpu_infos = st.builds(GpuInfo, index=ints, name=text, memory_bytes=ints)
+train_configs = st.builds(
+    TrainConfig,
+    epochs=ints,
+    local_steps=st.none() | ints,
+    batch_size=ints,
+    learning_rate=finite,
+    proximal_mu=finite,
+    seed=ints,
+)
+
+BODIES: Mapping[type[Message], st.SearchStrategy[Message]] = {
+    Status: st.builds(Status, state=st.sampled_from(["online", "offline"])),
+    Hello: st.builds(
+        Hello,
+        device_class=text,
+        arch=text,
+        cores=ints,
+        memory_bytes=ints,
+        gpus=st.lists(gpu_infos, max_size=3).map(tuple),
+        runtimes=st.lists(text, max_size=3).map(tuple),
+        num_examples=ints,
+        software=text,
+        profile=float_maps,
+    ),
+    Heartbeat: st.builds(
+        Heartbeat, seq=ints, busy=st.booleans(), load=finite, memory_used_bytes=ints
+    ),
+    TrainIns: st.builds(
+        TrainIns, model=text, weights=weights, config=train_configs, deadline=finite
+    ),
+    TrainRes: st.builds(
+        TrainRes,
+        weights=weights,
+        num_examples=ints,
+        steps=ints,
+        loss=finite,
+        train_s=finite,
+        metrics=float_maps,
+    ),
+    EvaluateIns: st.builds(
+        EvaluateIns, model=text, weights=weights, deadline=finite, batch_size=ints
+    ),
+    EvaluateRes: st.builds(EvaluateRes, loss=finite, accuracy=finite, num_examples=ints),
+    Failure: st.builds(Failure, code=text, reason=text),
+    Cancel: st.builds(Cancel, reason=text),
+    ModelRef: st.builds(
+        ModelRef,
+        name=text,
+        version=ints,
+        job_id=text,
+        format=text,
+        url=text,
+        sha256=text,
+        size_bytes=ints,
+        metrics=float_maps,
+        variants=st.dictionaries(text, text, max_size=3),
+    ),
+    JobState: st.builds(
+        JobState,
+        status=text,
+        round=ints,
+        accuracy=finite,
+        best_accuracy=finite,
+        target_accuracy=finite,
+        elapsed_s=finite,
+        time_budget_s=finite,
+        participants=st.lists(text, max_size=3).map(tuple),
+        failures=st.lists(text, max_size=3).map(tuple),
+        plan=st.dictionaries(text, plain_values, max_size=4),
+        message=text,
+    ),
+}
+
+
+def envelopes(body: st.SearchStrategy[Message]) -> st.SearchStrategy[Envelope]:
+    return st.builds(
+        Envelope,
+        body=body,
+        msg_id=st.text(min_size=1, max_size=32),
+        sender=text,
+        job_id=text,
+        round=ints,
+        ts=finite,
+    )
+
+
+any_envelope = envelopes(st.one_of(*BODIES.values()))
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def assert_wire_equal(got: object, want: object, where: str = "envelope") -> None:
+    """Field-by-field equality that understands arrays (same dtype, shape and values)."""
+    if isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray), where
+        assert got.dtype == want.dtype, where
+        assert got.shape == want.shape, where
+        assert np.array_equal(got, want), where
+        return
+    assert type(got) is type(want), f"{where}: {type(got).__name__} != {type(want).__name__}"
+    if dataclasses.is_dataclass(want):
+        for f in dataclasses.fields(want):
+            assert_wire_equal(getattr(got, f.name), getattr(want, f.name), f"{where}.{f.name}")
+    elif isinstance(want, (tuple, list)):
+        assert isinstance(got, (tuple, list))
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_wire_equal(g, w, f"{where}[{i}]")
+    elif isinstance(want, dict):
+        assert isinstance(got, dict)
+        assert got.keys() == want.keys(), where
+        for k in want:
+            assert_wire_equal(got[k], want[k], f"{where}[{k!r}]")
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
+
+
+def decoded_arrays(env: Envelope) -> list[npt.NDArray[Any]]:
+    body = env.body
+    if isinstance(body, (TrainIns, TrainRes, EvaluateIns)):
+        return list(body.weights)
+    return []
+
+
+def pack_frame(header: object, payload: bytes = b"") -> bytes:
+    packed = msgpack.packb(header, use_bin_type=True)
+    return struct.pack(">2sI", b"HF", len(packed)) + packed + payload
+
+
+def unpack_header(frame: bytes) -> dict[str, Any]:
+    (length,) = struct.unpack_from(">I", frame, 2)
+    header = msgpack.unpackb(frame[6 : 6 + length], raw=False)
+    assert isinstance(header, dict)
+    return header
+
+
+def train_res_header(**body: Any) -> dict[str, Any]:
+    """A valid TrainRes header with one float32 array of 3 values; ``body`` overrides its fields."""
+    b: dict[str, Any] = {
+        "weights": [["<f4", [3], 12]],
+        "num_examples": 10,
+        "steps": 2,
+        "loss": 0.5,
+        "train_s": 1.5,
+        "metrics": {"accuracy": 0.75},
+    }
+    b.update(body)
+    return {
+        "v": 1,
+        "t": "TrainRes",
+        "id": "m1",
+        "s": "agent-1",
+        "j": "job",
+        "r": 3,
+        "ts": 1.0,
+        "b": b,
+    }
+
+
+F32X3 = np.array([1.0, 2.0, 3.0], dtype="<f4").tobytes()
+
+
+def job_state_header(plan: object) -> dict[str, Any]:
+    body = {
+        "status": "running",
+        "round": 1,
+        "accuracy": 0.5,
+        "best_accuracy": 0.5,
+        "target_accuracy": 0.9,
+        "elapsed_s": 1.0,
+        "time_budget_s": 60.0,
+        "plan": plan,
+    }
+    return {
+        "v": 1,
+        "t": "JobState",
+        "id": "m1",
+        "s": "coord",
+        "j": "job",
+        "r": 1,
+        "ts": 1.0,
+        "b": body,
+    }
+
+
+def decode_outcome(data: bytes, limits: Limits | None = None) -> Envelope | ProtocolError:
+    """Decode; a ProtocolError is an answer, any other exception escapes and fails the test."""
+    try:
+        return decode(data) if limits is None else decode(data, limits=limits)
+    except ProtocolError as exc:
+        return exc
+
+
+def train_res_envelope(*arrays: npt.NDArray[Any], loss: float = 0.5) -> Envelope:
+    return Envelope(
+        body=TrainRes(weights=arrays, num_examples=4, steps=1, loss=loss, train_s=0.1),
+        msg_id="m1",
+        sender="agent-1",
+        job_id="job",
+        round=1,
+        ts=123.0,
+    )
+
+
+SAMPLE = train_res_envelope(
+    np.arange(6, dtype=np.float32).reshape(2, 3),
+    np.array([1, -2, 3], dtype=np.int64),
+    np.array([True, False]),
+)
+SAMPLE_FRAME = encode(SAMPLE)
+
+
+# ------------------------------------------------------------------------------ round trips
+
+
+def test_every_message_type_has_a_strategy() -> None:
+    assert set(BODIES) == set(MESSAGE_TYPES.values())
+
+
+@pytest.mark.parametrize("message_type", sorted(MESSAGE_TYPES))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_round_trip(message_type: str, data: st.DataObject) -> None:
+    env = data.draw(envelopes(BODIES[MESSAGE_TYPES[message_type]]))
+    decoded = decode(encode(env))
+    assert decoded.type == message_type
+    assert_wire_equal(decoded, env)
+    for arr in decoded_arrays(decoded):
+        assert not arr.flags.writeable
+
+
+@PROPERTY
+@given(env=any_envelope)
+def test_encoding_is_deterministic(env: Envelope) -> None:
+    assert encode(env) == encode(env)
+    assert encode(decode(encode(env))) == encode(env)
+
+
+def test_round_trip_keeps_zero_dim_and_empty_arrays() -> None:
+    scalar = np.array(2.5, dtype=np.float32)
+    empty = np.zeros((0, 3), dtype=np.int16)
+    out = decode(encode(train_res_envelope(scalar, empty))).body
+    assert isinstance(out, TrainRes)
+    assert out.weights[0].shape == ()
+    assert float(out.weights[0]) == 2.5
+    assert out.weights[1].shape == (0, 3)
+    assert out.weights[1].dtype == np.int16
+
+
+def test_big_endian_arrays_travel_little_endian_with_values_kept() -> None:
+    inputs = [
+        np.array([1.5, -2.25, 3e38], dtype=">f4"),
+        np.array([[1, -(2**62)], [3, 4]], dtype=">i8"),
+        np.array([65535, 1], dtype=">u2"),
+        np.array([0.5, -1.0], dtype=">f2"),
+        np.array([1e300, -0.0], dtype=">f8"),
+    ]
+    frame = encode(train_res_envelope(*inputs))
+    specs = unpack_header(frame)["b"]["weights"]
+    assert [spec[0] for spec in specs] == ["<f4", "<i8", "<u2", "<f2", "<f8"]
+    out = decode(frame).body
+    assert isinstance(out, TrainRes)
+    for got, want in zip(out.weights, inputs, strict=True):
+        assert got.dtype == want.dtype.newbyteorder("<")
+        assert got.dtype.byteorder in ("<", "=")
+        assert np.array_equal(got, want)
+
+
+def test_non_contiguous_arrays_are_sent_in_logical_order() -> None:
+    base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    strided = base[::2, 1::2]
+    fortran = np.asfortranarray(base)
+    out = decode(encode(train_res_envelope(strided, fortran))).body
+    assert isinstance(out, TrainRes)
+    assert np.array_equal(out.weights[0], strided)
+    assert np.array_equal(out.weights[1], base)
+
+
+def test_decoded_arrays_are_read_only_views_of_the_frame() -> None:
+    out = decode(SAMPLE_FRAME).body
+    assert isinstance(out, TrainRes)
+    frame_bytes = np.frombuffer(SAMPLE_FRAME, dtype=np.uint8)
+    for arr in out.weights:
+        assert not arr.flags.writeable
+        if arr.size:
+            assert np.shares_memory(arr, frame_bytes)
+
+
+@pytest.mark.parametrize("wrap", [bytearray, memoryview])
+def test_decoded_arrays_are_read_only_even_from_a_mutable_buffer(
+    wrap: Callable[[bytes], bytearray | memoryview],
+) -> None:
+    buf = wrap(bytearray(SAMPLE_FRAME))
+    out = decode(buf).body
+    assert isinstance(out, TrainRes)
+    for arr in out.weights:
+        assert not arr.flags.writeable
+    assert np.array_equal(out.weights[0], np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_float_arrays_whose_sum_overflows_are_still_finite() -> None:
+    big = np.array([1.7e308, 1.7e308, -1.7e308], dtype=np.float64)
+    half = np.array([65504.0] * 4, dtype=np.float16)
+    out = decode(encode(train_res_envelope(big, half))).body
+    assert isinstance(out, TrainRes)
+    assert np.array_equal(out.weights[0], big)
+    assert np.array_equal(out.weights[1], half)
+
+
+def test_new_envelope_gives_fresh_ids_and_the_current_time() -> None:
+    before = time.time()
+    a = new_envelope(Cancel(reason="x"), sender="coord", job_id="j", round=2)
+    b = new_envelope(Cancel(reason="x"), sender="coord")
+    assert a.msg_id and a.msg_id != b.msg_id
+    assert before <= a.ts <= time.time()
+    assert (a.sender, a.job_id, a.round, a.type) == ("coord", "j", 2, "Cancel")
+    assert (b.job_id, b.round) == ("", 0)
+
+
+# ------------------------------------------------------------------------------ hostile bytes
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=256))
+def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes) -> None:
+    outcome = decode_outcome(data)
+    assert isinstance(outcome, (Envelope, ProtocolError))
+    # ... and with the magic and a plausible header length in front, to get past the prefix.
+    framed = decode_outcome(struct.pack(">2sI", b"HF", len(data)) + data)
+    assert isinstance(framed, (Envelope, ProtocolError))
+
+
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from(["v", "t", "id", "s", "j", "r", "ts", "b"]),
+    body_key=st.sampled_from(
+        ["weights", "num_examples", "steps", "loss", "train_s", "metrics", "x"]
+    ),
+    value=msgpack_values,
+    in_body=st.booleans(),
+    payload=st.binary(max_size=24),
+)
+def test_headers_with_a_field_replaced_raise_only_protocol_errors(
+    key: str, body_key: str, value: object, in_body: bool, payload: bytes
+) -> None:
+    header = (
+        train_res_header(**{body_key: value}) if in_body else {**train_res_header(), key: value}
+    )
+    outcome = decode_outcome(pack_frame(header, payload))
+    assert isinstance(outcome, (Envelope, ProtocolError))
+    if isinstance(outcome, Envelope):
+        assert outcome.msg_id
+        assert outcome.type == "TrainRes"
+
+
+@settings(max_examples=100, deadline=None)
+@given(header=msgpack_values, payload=st.binary(max_size=32))
+def test_any_msgpack_header_raises_only_protocol_errors(header: object, payload: bytes) -> None:
+    outcome = decode_outcome(pack_frame(header, payload))
+    assert isinstance(outcome, ProtocolError)  # never a complete TrainRes by chance
+
+
+def test_every_truncation_of_a_valid_frame_is_refused() -> None:
+    for n in range(len(SAMPLE_FRAME)):
+        with pytest.raises(ProtocolError):
+            decode(SAMPLE_FRAME[:n])
+
+
+def test_every_single_byte_flip_gives_an_envelope_or_a_protocol_error() -> None:
+    seen: set[type] = set()
+    for i in range(len(SAMPLE_FRAME)):
+        for mask in (0x01, 0x80, 0xFF):
+            mutated = bytearray(SAMPLE_FRAME)
+            mutated[i] ^= mask
+            outcome = decode_outcome(bytes(mutated))
+            assert isinstance(outcome, (Envelope, ProtocolError))
+            seen.add(type(outcome))
+    assert MalformedMessage in seen
+    assert Envelope in seen  # flips inside int array data still decode
+
+
+@PROPERTY
+@given(env=any_envelope, index=st.integers(min_value=0), byte=st.integers(1, 255))
+def test_byte_flips_in_generated_frames(env: Envelope, index: int, byte: int) -> None:
+    frame = bytearray(encode(env))
+    frame[index % len(frame)] ^= byte
+    assert isinstance(decode_outcome(bytes(frame)), (Envelope, ProtocolError))
+
+
+@PROPERTY
+@given(env=any_envelope, extra=st.binary(min_size=1, max_size=64))
+def test_appended_bytes_are_refused(env: Envelope, extra: bytes) -> None:
+    with pytest.raises(MalformedMessage, match="trailing"):
+        decode(encode(env) + extra)
+
+
+@PROPERTY
+@given(env=any_envelope, data=st.data())
+def test_truncated_generated_frames_are_refused(env: Envelope, data: st.DataObject) -> None:
+    frame = encode(env)
+    n = data.draw(st.integers(min_value=0, max_value=len(frame) - 1))
+    with pytest.raises(ProtocolError):
+        decode(frame[:n])
+
+
+# ------------------------------------------------------------------------------ explicit cases
+
+
+def test_hand_built_frame_is_valid() -> None:
+    """The baseline every case below changes in exactly one place."""
+    env = decode(pack_frame(train_res_header(), F32X3))
+    assert isinstance(env.body, TrainRes)
+    assert np.array_equal(env.body.weights[0], [1.0, 2.0, 3.0])
+    assert (env.msg_id, env.sender, env.job_id, env.round, env.ts) == (
+        "m1",
+        "agent-1",
+        "job",
+        3,
+        1.0,
+    )
+    assert env.body.metrics == {"accuracy": 0.75}
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None])
+def test_unknown_version(version: object) -> None:
+    header = {**train_res_header(), "v": version}
+    with pytest.raises(UnsupportedVersion):
+        decode(pack_frame(header, F32X3))
+
+
+def test_missing_version() -> None:
+    header = train_res_header()
+    del header["v"]
+    with pytest.raises(UnsupportedVersion):
+        decode(pack_frame(header, F32X3))
+
+
+@pytest.mark.parametrize("type_name", ["Nope", "trainres", "", 7, None, ["TrainRes"]])
+def test_unknown_type(type_name: object) -> None:
+    header = {**train_res_header(), "t": type_name}
+    with pytest.raises(UnknownMessageType):
+        decode(pack_frame(header, F32X3))
+
+
+def test_oversize_frame_on_decode() -> None:
+    frame = pack_frame(train_res_header(), F32X3)
+    assert isinstance(decode(frame, limits=Limits(max_payload_bytes=len(frame))), Envelope)
+    with pytest.raises(PayloadTooLarge):
+        decode(frame, limits=Limits(max_payload_bytes=len(frame) - 1))
+
+
+def test_oversize_header_on_decode() -> None:
+    frame = pack_frame(train_res_header(), F32X3)
+    header_len = len(frame) - 6 - len(F32X3)
+    assert isinstance(decode(frame, limits=Limits(max_header_bytes=header_len)), Envelope)
+    with pytest.raises(PayloadTooLarge):
+        decode(frame, limits=Limits(max_header_bytes=header_len - 1))
+
+
+def test_header_length_field_above_the_limit() -> None:
+    frame = struct.pack(">2sI", b"HF", 2**32 - 1) + b"\x80"
+    with pytest.raises(PayloadTooLarge):
+        decode(frame)
+
+
+def test_header_length_past_the_end_of_the_frame() -> None:
+    frame = pack_frame(train_res_header())
+    (length,) = struct.unpack_from(">I", frame, 2)
+    lying = struct.pack(">2sI", b"HF", length + 10) + frame[6:]
+    with pytest.raises(MalformedMessage):
+        decode(lying)
+
+
+def test_too_many_arrays() -> None:
+    frame = encode(train_res_envelope(*[np.zeros(1, np.float32)] * 3))
+    assert isinstance(decode(frame, limits=Limits(max_arrays=3)), Envelope)
+    with pytest.raises(PayloadTooLarge):
+        decode(frame, limits=Limits(max_arrays=2))
+
+
+def test_encode_refuses_a_frame_above_the_limits() -> None:
+    env = train_res_envelope(np.zeros(1000, dtype=np.float64))
+    size = len(encode(env))
+    assert len(encode(env, limits=Limits(max_payload_bytes=size))) == size
+    with pytest.raises(PayloadTooLarge):
+        encode(env, limits=Limits(max_payload_bytes=size - 1))
+    with pytest.raises(PayloadTooLarge):
+        encode(env, limits=Limits(max_header_bytes=10))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.zeros(2, np.complex64), np.array(["a"], dtype="<U1"), np.array([None], dtype=object)],
+)
+def test_encode_refuses_dtypes_that_cannot_travel(array: npt.NDArray[Any]) -> None:
+    with pytest.raises(InvalidArray):
+        encode(train_res_envelope(array))
+
+
+def test_encode_refuses_a_non_array_weight() -> None:
+    body = TrainRes(weights=([1.0, 2.0],), num_examples=1, steps=1, loss=0.1, train_s=0.1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArray):
+        encode(Envelope(body=body, msg_id="m", sender="s"))
+
+
+@pytest.mark.parametrize("dtype", ["<c8", ">f4", "O", "<U4", "float32", "<f16", "|V4", 5])
+def test_wrong_dtype_string(dtype: object) -> None:
+    header = train_res_header(weights=[[dtype, [3], 12]])
+    with pytest.raises(InvalidArray):
+        decode(pack_frame(header, F32X3))
+
+
+@pytest.mark.parametrize(
+    ("shape", "nbytes"),
+    [([3], 8), ([2, 2], 12), ([3], 16), ([], 12), ([3], "12"), ([3], 12.0)],
+)
+def test_shape_disagreeing_with_nbytes(shape: list[int], nbytes: object) -> None:
+    header = train_res_header(weights=[["<f4", shape, nbytes]])
+    with pytest.raises(InvalidArray):
+        decode(pack_frame(header, F32X3))
+
+
+@pytest.mark.parametrize("shape", [[-3], [3, -1], [True, 3], [3.0], "3", [1] * 9, None, [[3]]])
+def test_bad_shape(shape: object) -> None:
+    header = train_res_header(weights=[["<f4", shape, 12]])
+    with pytest.raises(InvalidArray):
+        decode(pack_frame(header, F32X3))
+
+
+@pytest.mark.parametrize("spec", [["<f4", [3]], "<f4", None, ["<f4", [3], 12, 0]])
+def test_bad_array_descriptor(spec: object) -> None:
+    header = train_res_header(weights=[spec])
+    with pytest.raises(InvalidArray):
+        decode(pack_frame(header, F32X3))
+
+
+def test_array_past_the_end_of_the_frame() -> None:
+    header = train_res_header(weights=[["<f4", [4], 16]])
+    with pytest.raises(InvalidArray, match="past the end"):
+        decode(pack_frame(header, F32X3))
+
+
+def test_second_array_past_the_end_of_the_frame() -> None:
+    header = train_res_header(weights=[["<f4", [3], 12], ["<f4", [1], 4]])
+    with pytest.raises(InvalidArray):
+        decode(pack_frame(header, F32X3))
+
+
+def test_trailing_bytes() -> None:
+    with pytest.raises(MalformedMessage, match="trailing"):
+        decode(pack_frame(train_res_header(), F32X3 + b"\x00"))
+    with pytest.raises(MalformedMessage):
+        decode(pack_frame(train_res_header(weights=[]), F32X3))
+
+
+@pytest.mark.parametrize("dtype", ["<f2", "<f4", "<f8"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_float_arrays(dtype: str, bad: float) -> None:
+    values = np.array([1.0, bad, 2.0], dtype=dtype)
+    with pytest.raises(NonFiniteValues):
+        decode(encode(train_res_envelope(values)))
+    header = train_res_header(weights=[[dtype, [3], values.nbytes]])
+    with pytest.raises(NonFiniteValues):
+        decode(pack_frame(header, values.tobytes()))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_scalars(bad: float) -> None:
+    with pytest.raises(NonFiniteValues):
+        decode(encode(train_res_envelope(np.zeros(1, np.float32), loss=bad)))
+    with pytest.raises(NonFiniteValues):
+        decode(pack_frame({**train_res_header(), "ts": bad}, F32X3))
+    with pytest.raises(NonFiniteValues):
+        decode(pack_frame(train_res_header(metrics={"accuracy": bad}), F32X3))
+    with pytest.raises(NonFiniteValues):
+        decode(pack_frame(job_state_header({"lr": [1.0, {"x": bad}]})))
+
+
+def test_integer_arrays_may_hold_any_bit_pattern() -> None:
+    raw = np.array([0x7FF8000000000000, -1], dtype=np.int64)  # a NaN pattern, as integers
+    out = decode(encode(train_res_envelope(raw))).body
+    assert isinstance(out, TrainRes)
+    assert np.array_equal(out.weights[0], raw)
+
+
+@pytest.mark.parametrize("field", ["loss", "num_examples", "weights", "steps", "train_s"])
+def test_missing_required_body_field(field: str) -> None:
+    header = train_res_header()
+    del header["b"][field]
+    with pytest.raises(MalformedMessage, match=field):
+        decode(pack_frame(header, F32X3 if field != "weights" else b""))
+
+
+def test_missing_optional_body_field_takes_its_default() -> None:
+    header = train_res_header()
+    del header["b"]["metrics"]
+    env = decode(pack_frame(header, F32X3))
+    assert isinstance(env.body, TrainRes)
+    assert env.body.metrics == {}
+
+
+@pytest.mark.parametrize("field", ["id", "s", "j", "r", "ts", "b"])
+def test_missing_envelope_field(field: str) -> None:
+    header = train_res_header()
+    del header[field]
+    with pytest.raises(MalformedMessage):
+        decode(pack_frame(header, F32X3))
+
+
+def test_empty_message_id() -> None:
+    with pytest.raises(MalformedMessage):
+        decode(pack_frame({**train_res_header(), "id": ""}, F32X3))
+
+
+def test_unknown_body_field() -> None:
+    with pytest.raises(MalformedMessage, match="unknown"):
+        decode(pack_frame(train_res_header(extra=1), F32X3))
+
+
+def test_unknown_field_in_a_nested_record() -> None:
+    body = {
+        "device_class": "pi",
+        "arch": "arm64",
+        "cores": 4,
+        "memory_bytes": 1,
+        "gpus": [{"index": 0, "name": "g", "memory_bytes": 1, "clock": 5}],
+    }
+    header = {"v": 1, "t": "Hello", "id": "m", "s": "a", "j": "", "r": 0, "ts": 0.0, "b": body}
+    with pytest.raises(MalformedMessage):
+        decode(pack_frame(header))
+
+
+@pytest.mark.parametrize(
+    ("where", "field", "value"),
+    [
+        ("b", "num_examples", "10"),
+        ("b", "num_examples", True),
+        ("b", "num_examples", 10.0),
+        ("b", "loss", "0.5"),
+        ("b", "loss", True),
+        ("b", "loss", None),
+        ("b", "metrics", {"accuracy": "high"}),
+        ("b", "metrics", [["accuracy", 0.5]]),
+        ("b", "weights", {"0": ["<f4", [3], 12]}),
+        ("h", "r", "3"),
+        ("h", "r", True),
+        ("h", "id", 1),
+        ("h", "s", b"agent-1"),
+        ("h", "ts", "now"),
+        ("h", "b", [1, 2]),
+    ],
+)
+def test_wrong_field_type(where: str, field: str, value: object) -> None:
+    header = (
+        train_res_header(**{field: value}) if where == "b" else {**train_res_header(), field: value}
+    )
+    with pytest.raises(MalformedMessage):
+        decode(pack_frame(header, F32X3))
+
+
+@pytest.mark.parametrize(
+    ("type_name", "body"),
+    [
+        ("Status", {"state": "asleep"}),
+        ("Status", {"state": 1}),
+        ("Heartbeat", {"seq": 1, "busy": 1, "load": 0.1, "memory_used_bytes": 1}),
+        ("TrainIns", {"model": "{}", "weights": [], "config": {"epochs": "1"}, "deadline": 1.0}),
+        (
+            "TrainIns",
+            {"model": "{}", "weights": [], "config": {"local_steps": 1.5}, "deadline": 1.0},
+        ),
+        (
+            "Hello",
+            {"device_class": "pi", "arch": "a", "cores": 1, "memory_bytes": 1, "runtimes": "x"},
+        ),
+        (
+            "ModelRef",
+            {
+                "name": "m",
+                "version": 1,
+                "job_id": "j",
+                "format": "keras",
+                "url": "u",
+                "sha256": "s",
+                "size_bytes": 1,
+                "variants": {"tflite": 1},
+            },
+        ),
+    ],
+)
+def test_wrong_field_type_in_other_messages(type_name: str, body: dict[str, Any]) -> None:
+    header = {"v": 1, "t": type_name, "id": "m", "s": "a", "j": "", "r": 0, "ts": 0.0, "b": body}
+    with pytest.raises(MalformedMessage):
+        decode(pack_frame(header))
+
+
+@pytest.mark.parametrize("plan", [{"k": b"bytes"}, {"k": {1: 2}}, [1, 2], "plan"])
+def test_free_form_plan_refuses_what_is_not_plain(plan: object) -> None:
+    with pytest.raises(MalformedMessage):
+        decode(pack_frame(job_state_header(plan)))
+
+
+def test_free_form_plan_keeps_plain_nested_values() -> None:
+    plan = {"rounds": [1, 2.5, None, True, "x", {"deep": [[{"k": [0]}]]}]}
+    env = decode(pack_frame(job_state_header(plan)))
+    assert isinstance(env.body, JobState)
+    assert env.body.plan == plan
+
+
+def test_deeply_nested_plan_is_malformed_not_a_recursion_error() -> None:
+    deep: list[Any] = []
+    node = deep
+    for _ in range(900):  # msgpack accepts this; recursing over it would overflow Python's stack
+        child: list[Any] = []
+        node.append(child)
+        node = child
+    with pytest.raises(MalformedMessage):
+        decode(pack_frame(job_state_header({"deep": deep})))
+
+
+@pytest.mark.parametrize("header", [[1, 2, 3], "header", 7, None, b"bin"])
+def test_non_map_header(header: object) -> None:
+    with pytest.raises(MalformedMessage, match="not a map"):
+        decode(pack_frame(header))
+
+
+@pytest.mark.parametrize(
+    "raw_header",
+    [b"\xc1", b"\x81", b"\x82\xa1v\x01", b"\x81\xa1v\x01\x00", b"\x81\xa1k\xa2\xff\xfe"],
+    ids=["never-used", "truncated-map", "short-map", "extra-data", "bad-utf8"],
+)
+def test_header_that_is_not_msgpack(raw_header: bytes) -> None:
+    frame = struct.pack(">2sI", b"HF", len(raw_header)) + raw_header
+    with pytest.raises(MalformedMessage):
+        decode(frame)
+
+
+def test_header_with_non_string_map_keys() -> None:
+    raw_header = b"\x81\x01\x02"  # {1: 2}; strict_map_key refuses it
+    with pytest.raises(MalformedMessage):
+        decode(struct.pack(">2sI", b"HF", len(raw_header)) + raw_header)
+
+
+@pytest.mark.parametrize("magic", [b"XX", b"hf", b"FH", b"\x00\x00"])
+def test_bad_magic(magic: bytes) -> None:
+    frame = magic + pack_frame(train_res_header(), F32X3)[2:]
+    with pytest.raises(MalformedMessage, match="magic"):
+        decode(frame)
+
+
+@pytest.mark.parametrize("data", [b"", b"H", b"HF", b"HF\x00\x00\x00"])
+def test_frame_shorter_than_its_prefix(data: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        decode(data)
+
+
+# ------------------------------------------------------------------------------ the error tree
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (MalformedMessage, "malformed"),
+        (UnsupportedVersion, "version"),
+        (UnknownMessageType, "unknown_type"),
+        (PayloadTooLarge, "oversize"),
+        (InvalidArray, "bad_array"),
+        (NonFiniteValues, "non_finite"),
+        (ShapeMismatch, "shape"),
+        (StaleRound, "stale_round"),
+        (DuplicateMessage, "duplicate"),
+        (InvalidTopic, "bad_topic"),
+    ],
+)
+def test_errors_are_protocol_errors_and_value_errors_with_their_code(
+    error: type[ProtocolError], code: str
+) -> None:
+    assert issubclass(error, ProtocolError)
+    assert issubclass(error, ValueError)
+    assert error.code == code
+    assert error("x").code == code
