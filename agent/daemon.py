@@ -162,6 +162,10 @@ class Agent:
         self.handled: Counter[str] = Counter()
         self.connections = 0
 
+    @property
+    def trainer_name(self) -> str:
+        return self._trainer.name
+
     # ------------------------------------------------------------------ lifecycle
 
     def stop(self) -> None:

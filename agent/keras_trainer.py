@@ -34,7 +34,7 @@ class _Compiled:
         self.optimizer = keras.optimizers.SGD(learning_rate=0.1)
         variables = self.model.trainable_variables
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
         def step(x: Any, y: Any, mu: Any, anchors: list[Any]) -> Any:
             with tf.GradientTape() as tape:
                 loss = self.loss_fn(y, self.model(x, training=True))

@@ -83,10 +83,10 @@ def _act(name: str, z: Array) -> Array:
     if name == "tanh":
         return np.tanh(z)
     if name == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-z))
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
     if name == "softmax":
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        e: Array = np.exp(z - z.max(axis=1, keepdims=True))
+        return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
     return z
 
 

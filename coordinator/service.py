@@ -116,7 +116,11 @@ class Coordinator:
             checkpoint.progress.elapsed_s,
         )
         self.strategy.restore(checkpoint.strategy_state)
-        return checkpoint.progress
+        progress = checkpoint.progress
+        if stop_reason(progress, self.spec.constraints) is None:
+            # Ended earlier under other limits (say, a lower max_rounds): the job goes on.
+            progress = dataclasses.replace(progress, status="running")
+        return progress
 
     def _save(self, progress: JobProgress) -> None:
         self.store.save(

@@ -1,8 +1,8 @@
 """Start a local MQTT broker: Mosquitto when it is installed, else the embedded Python broker.
 
 Used by ``hyperfleet broker --port N`` and by the demo. The broker always runs as a child
-process with its own working directory (generated config, log), so a crash of either side
-never takes the other down, and :meth:`RunningBroker.stop` is the one way to end it::
+process, in its own process group, with its own working directory (generated config, log);
+:meth:`RunningBroker.stop` is the one way to end it::
 
     with start_broker() as broker:          # a free port on 127.0.0.1
         run_coordinator(broker_url=broker.url)
@@ -35,6 +35,7 @@ __all__ = [
     "RunningBroker",
     "find_mosquitto",
     "mosquitto_config",
+    "probe_mqtt",
     "start_broker",
 ]
 
@@ -181,12 +182,12 @@ class RunningBroker:
         """The last ``max_bytes`` of the broker's log, for error messages."""
         return _read_tail(self.log_path, max_bytes)
 
-    def stop(self) -> None:
-        """Terminate the process (SIGTERM), wait up to 5 s, then kill it. Idempotent."""
+    def stop(self, *, grace_s: float = _STOP_GRACE_S) -> None:
+        """Terminate the process (SIGTERM), wait up to ``grace_s``, then kill it. Idempotent."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=_STOP_GRACE_S)
+                self.process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 logger.warning(
                     "%s broker (pid %d) ignored SIGTERM; killing it", self.kind, self.process.pid
@@ -261,7 +262,7 @@ def _port_taken(bind: str, port: int) -> bool:
 
 def _client_host(bind: str) -> str:
     """The address a local client uses to reach a listener bound to ``bind``."""
-    if bind in ("0.0.0.0", "*"):
+    if bind == "0.0.0.0":
         return "127.0.0.1"
     if bind == "::":
         return "::1"
@@ -277,7 +278,7 @@ def _connect_packet(client_id: str) -> bytes:
     return bytes([0x10, remaining]) + variable + payload
 
 
-def _answers_mqtt(host: str, port: int, *, timeout_s: float = 1.0) -> bool:
+def probe_mqtt(host: str, port: int, *, timeout_s: float = 1.0) -> bool:
     """Whether an MQTT broker accepts a CONNECT on ``host:port`` (CONNACK, return code 0).
 
     A bare TCP connect would also succeed against whatever else holds the port, and it makes
@@ -307,7 +308,7 @@ def _wait_ready(broker: RunningBroker, deadline: float) -> None:
                 f"accepting connections on {broker.host}:{broker.port}. Log tail:\n"
                 f"{broker.log_tail() or '(empty)'}"
             )
-        if _answers_mqtt(broker.host, broker.port):
+        if probe_mqtt(broker.host, broker.port):
             # Another broker may hold the port: ours must still be alive after answering.
             time.sleep(0.05)
             if broker.is_running():
@@ -373,6 +374,9 @@ def _launch(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=workdir,
+            # Its own process group: a Ctrl-C meant for us does not kill the broker under the
+            # clients still using it; stop() ends it after them.
+            process_group=0,
         )
     except OSError as exc:
         log.close()
@@ -403,7 +407,7 @@ def start_broker(
     persistence_dir: Path | None = None,
     ready_timeout_s: float = 10,
 ) -> RunningBroker:
-    """Start a broker and return once it accepts TCP connections.
+    """Start a broker and return once it answers an MQTT CONNECT on its port.
 
     ``port=0`` picks a free port. ``prefer="auto"`` runs Mosquitto when it is installed and the
     embedded broker otherwise; ``"mosquitto"`` insists on Mosquitto (``BrokerError`` with

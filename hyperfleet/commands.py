@@ -82,7 +82,7 @@ async def run_agent(run: AgentRun) -> int:
         "agent %s (%s, %s trainer, %d examples) connecting to %s",
         run.settings.agent_id,
         run.device.name,
-        agent._trainer.name,
+        agent.trainer_name,
         len(run.shard),
         run.settings.broker.url,
     )
@@ -192,7 +192,8 @@ async def run_watch(broker: BrokerAddress, topics: Topics, count: int) -> int:
                 if not isinstance(payload, (bytes, bytearray)):
                     raise ProtocolError("not binary")
                 env = decode(payload)
-                body = _short(dataclasses.asdict(env.body))
+                fields = dataclasses.fields(env.body)  # type: ignore[arg-type]
+                body = _short({f.name: getattr(env.body, f.name) for f in fields})
                 print(
                     f"{topic} {env.type} from={env.sender} job={env.job_id} round={env.round} {body}",
                     flush=True,

@@ -188,7 +188,7 @@ async def run_demo(s: DemoSettings) -> int:
     with contextlib.ExitStack() as stack:
         if s.broker is None:
             broker = stack.enter_context(start_broker(port=0, workdir=out / "logs"))
-            broker_url, broker_kind = broker.url, broker.kind
+            broker_url, broker_kind = broker.url, str(broker.kind)
         else:
             parse_broker_url(s.broker)
             broker_url, broker_kind = s.broker, "external"

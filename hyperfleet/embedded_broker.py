@@ -84,7 +84,7 @@ def broker_config(*, port: int, bind: str) -> dict[str, Any]:
         # Durable sessions are dropped after a day offline (Mosquitto keeps them forever).
         "session_expiry_interval": 24 * 3600,
         # No $SYS publisher and no per-packet logger: both cost time and say nothing we use.
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        "plugins": {_PLUGIN_PATH: {}},
     }
 
 
@@ -95,7 +95,7 @@ async def serve(*, port: int, bind: str, stop: asyncio.Event | None = None) -> N
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    broker = Broker(broker_config(port=port, bind=bind))
+    broker = HyperfleetBroker(broker_config(port=port, bind=bind))
     await broker.start()
     logger.info("embedded broker listening on %s:%d", bind, port)
     try:

@@ -22,9 +22,10 @@ from uuid import uuid4
 import aiomqtt
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 import hyperfleet.broker as broker_mod
-from hyperfleet.broker import RunningBroker, start_broker
+from hyperfleet.broker import RunningBroker, probe_mqtt, start_broker
 from hyperfleet.errors import BrokerError, HyperfleetError
 
 RECEIVE_TIMEOUT_S = 5.0
@@ -50,7 +51,7 @@ async def _next_message(client: aiomqtt.Client) -> aiomqtt.Message:
 
 
 def _answers_mqtt(broker: RunningBroker) -> bool:
-    return broker_mod._answers_mqtt(broker.host, broker.port, timeout_s=0.5)
+    return probe_mqtt(broker.host, broker.port, timeout_s=0.5)
 
 
 class BrokerContract:
@@ -184,7 +185,7 @@ def _connect_with_will_and_drop(broker: RunningBroker, *, topic: str, payload: b
     must publish the will.
     """
     client = paho.Client(
-        paho.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=f"test-will-{uuid4().hex[:8]}",
         protocol=paho.MQTTv311,
     )
@@ -307,9 +308,7 @@ def test_generated_config_with_persistence_is_accepted_by_mosquitto(
     assert (state / "mosquitto.db").is_file()  # written on shutdown
 
 
-def test_stop_kills_a_process_that_ignores_sigterm(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
     stubborn = subprocess.Popen(
         [
             sys.executable,
@@ -322,11 +321,24 @@ def test_stop_kills_a_process_that_ignores_sigterm(
     assert stubborn.stdout is not None
     with stubborn.stdout:
         assert stubborn.stdout.readline() == b"ready\n"  # SIGTERM is ignored from here on
-    monkeypatch.setattr(broker_mod, "_STOP_GRACE_S", 0.2)
     running = RunningBroker(
         kind="embedded", host="127.0.0.1", port=1, process=stubborn, workdir=tmp_path
     )
     started = time.monotonic()
-    running.stop()
+    running.stop(grace_s=0.2)
     assert running.process.returncode == -signal.SIGKILL
     assert time.monotonic() - started < 5
+
+
+def test_probe_tells_a_broker_from_a_silent_tcp_listener(mosquitto: RunningBroker) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        assert not probe_mqtt("127.0.0.1", silent.getsockname()[1], timeout_s=0.3)
+    assert probe_mqtt(mosquitto.host, mosquitto.port)
+
+
+@pytest.mark.parametrize("bind", ["", "127.0.0.1\nlistener 1883", "0.0.0.0 extra"])
+def test_config_refuses_bind_addresses_that_would_inject_options(bind: str) -> None:
+    with pytest.raises(ValueError, match="bind address"):
+        broker_mod.mosquitto_config(port=1884, bind=bind, persistence_dir=None)

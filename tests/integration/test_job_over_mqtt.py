@@ -1,0 +1,272 @@
+"""A coordinator and real agent daemons over a real Mosquitto: whole jobs, bad input, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as paho
+import pytest
+from support import digits_split, make_agent, numpy_agents, running
+
+from agent.numpy_trainer import NumpyTrainer
+from coordinator.job import JobSpec
+from coordinator.mqtt_fleet import MqttFleet, open_mqtt_fleet
+from coordinator.service import Coordinator, JobOutcome
+from hyperfleet.broker import start_broker
+from protocol import (
+    Shard,
+    Topics,
+    TrainConfig,
+    TrainIns,
+    TrainRes,
+    encode,
+    new_envelope,
+    parse_broker_url,
+)
+
+
+def job_spec(holdout: Path, *, max_rounds: int, target: float = 0.99, agents: int = 3) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "job_id": "itest",
+            "holdout": str(holdout),
+            "rounds": {
+                "participants": agents,
+                "round_timeout_s": 10,
+                "local_epochs": 1,
+                "batch_size": 16,
+                "min_agents": agents,
+                "wait_for_agents_s": 10,
+            },
+            "constraints": {
+                "target_accuracy": target,
+                "time_budget_s": 120,
+                "max_rounds": max_rounds,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Shard], Shard, Path]:
+    shards, holdout = digits_split(3, seed=1)
+    path = tmp_path_factory.mktemp("data") / "holdout.npz"
+    from protocol import encode_shard
+
+    path.write_bytes(encode_shard(holdout))
+    return shards, holdout, path
+
+
+async def run_job(
+    broker_url: str, prefix: str, spec: JobSpec, holdout: Shard, state: Path, *, during: Any = None
+) -> tuple[JobOutcome, MqttFleet]:
+    topics = Topics(prefix)
+    async with open_mqtt_fleet(broker=parse_broker_url(broker_url), topics=topics) as fleet:
+        coordinator = Coordinator(
+            spec=spec,
+            fleet=fleet,
+            holdout=holdout,
+            state_dir=state / "state",
+            out_dir=state / "out",
+        )
+        if during is None:
+            return await coordinator.run(), fleet
+        async with asyncio.TaskGroup() as tg:
+            job = tg.create_task(coordinator.run())
+            tg.create_task(during(fleet, job))
+        return job.result(), fleet
+
+
+def test_a_job_trains_to_better_accuracy_and_exports(
+    broker_url: str, unique_topic_prefix: str, data: Any, tmp_path: Path
+) -> None:
+    shards, holdout, holdout_path = data
+    spec = job_spec(holdout_path, max_rounds=5)
+
+    async def go() -> tuple[JobOutcome, MqttFleet]:
+        async with running(numpy_agents(broker_url, unique_topic_prefix, shards)):
+            return await run_job(broker_url, unique_topic_prefix, spec, holdout, tmp_path)
+
+    outcome, fleet = asyncio.run(go())
+    p = outcome.progress
+    assert outcome.reason == "max_rounds"
+    assert p.round == 5
+    assert p.best_accuracy > p.history[0].accuracy - 1e-9
+    assert p.best_accuracy > 0.5  # from ~0.1 at random initialisation
+    assert all(r.results == 3 for r in p.history)
+    assert outcome.export is not None
+    assert outcome.export.agreement_float == 1.0
+    assert outcome.model_ref is not None
+    assert outcome.model_ref.version == 1
+    assert fleet.registry.get("agent-000").hello.num_examples == len(shards[0])  # type: ignore[union-attr]
+
+
+def test_bad_input_never_stops_a_round(
+    broker_url: str, unique_topic_prefix: str, data: Any, tmp_path: Path
+) -> None:
+    """Garbage, an unknown agent, a wrong-shape update and an old round's reply, published through
+    a raw paho client while the job runs, are dropped and counted; every round completes."""
+    shards, holdout, holdout_path = data
+    spec = job_spec(holdout_path, max_rounds=4)
+    topics = Topics(unique_topic_prefix)
+    address = parse_broker_url(broker_url)
+    sent: dict[str, int] = {"garbage": 0, "ghost": 0, "shape": 0, "old": 0}
+
+    def vandal(fleet: MqttFleet, stop: threading.Event) -> None:
+        raw = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="vandal")
+        raw.connect(address.host, address.port)
+        raw.loop_start()
+        bad_weights = (np.ones((5, 5), dtype=np.float32),)
+        try:
+            while not stop.is_set():
+                raw.publish(topics.results("agent-001"), b"\x00garbage\xff" * 10, qos=1)
+                sent["garbage"] += 1
+                ghost = TrainRes(
+                    weights=bad_weights, num_examples=1, steps=1, loss=0.1, train_s=0.1
+                )
+                raw.publish(
+                    topics.results("ghost"),
+                    encode(new_envelope(ghost, sender="ghost", job_id="itest", round=1)),
+                    qos=1,
+                )
+                sent["ghost"] += 1
+                current = fleet._round
+                if current is not None:
+                    wrong = new_envelope(
+                        ghost, sender="agent-002", job_id="itest", round=current.round
+                    )
+                    raw.publish(topics.results("agent-002"), encode(wrong), qos=1)
+                    sent["shape"] += 1
+                old = new_envelope(ghost, sender="agent-000", job_id="itest", round=0)
+                raw.publish(topics.results("agent-000"), encode(old), qos=1)
+                sent["old"] += 1
+                # and garbage into an agent's inbox: the agent must survive it too
+                raw.publish(topics.inbox("agent-000"), b"not a frame", qos=1)
+                time.sleep(0.05)
+        finally:
+            raw.loop_stop()
+            raw.disconnect()
+
+    async def during(fleet: MqttFleet, job: asyncio.Task[JobOutcome]) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=vandal, args=(fleet, stop), daemon=True)
+        thread.start()
+        try:
+            while not job.done():
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join, 5)
+
+    agents = numpy_agents(broker_url, unique_topic_prefix, shards)
+
+    async def go() -> tuple[JobOutcome, MqttFleet]:
+        async with running(agents):
+            return await run_job(
+                broker_url, unique_topic_prefix, spec, holdout, tmp_path, during=during
+            )
+
+    outcome, fleet = asyncio.run(go())
+    assert outcome.progress.round == 4, "every round completed despite the noise"
+    assert all(r.aggregated for r in outcome.progress.history)
+    assert sent["garbage"] > 0
+    assert fleet.dropped["malformed"] >= 1
+    assert fleet.dropped["unknown_agent"] >= 1
+    assert fleet.dropped["stale_round"] >= 1
+    if sent["shape"]:
+        assert fleet.dropped["shape"] + fleet.dropped["duplicate"] >= 1
+    assert agents[0].dropped["malformed"] >= 1, "the agent counted the garbage in its inbox"
+    assert agents[0].handled["TrainRes"] >= 1, "and went on training"
+
+
+def test_a_restarted_coordinator_resumes_at_the_last_round(
+    broker_url: str, unique_topic_prefix: str, data: Any, tmp_path: Path
+) -> None:
+    shards, holdout, holdout_path = data
+
+    async def go() -> tuple[JobOutcome, JobOutcome]:
+        async with running(numpy_agents(broker_url, unique_topic_prefix, shards)):
+            first, _ = await run_job(
+                broker_url,
+                unique_topic_prefix,
+                job_spec(holdout_path, max_rounds=2),
+                holdout,
+                tmp_path,
+            )
+            second, _ = await run_job(
+                broker_url,
+                unique_topic_prefix,
+                job_spec(holdout_path, max_rounds=4),
+                holdout,
+                tmp_path,
+            )
+            return first, second
+
+    first, second = asyncio.run(go())
+    assert first.progress.round == 2
+    assert second.progress.round == 4
+    assert [r.round for r in second.progress.history] == [1, 2, 3, 4]
+    assert second.progress.history[:2] == first.progress.history
+    assert second.progress.elapsed_s >= first.progress.elapsed_s
+    assert second.model_ref is not None
+    assert second.model_ref.version == 2
+
+
+def test_an_agent_reconnects_after_the_broker_restarts(
+    unique_topic_prefix: str, tmp_path: Path, mosquitto_binary: str
+) -> None:
+    shards, _ = digits_split(1)
+    broker = start_broker(prefer="mosquitto", workdir=tmp_path)
+    port = broker.port
+    agent = make_agent(
+        "agent-r", broker.url, unique_topic_prefix, NumpyTrainer(shards[0]), heartbeat_s=0.2
+    )
+    weights = (
+        np.zeros((64, 10), dtype=np.float32),
+        np.zeros(10, dtype=np.float32),
+    )
+    from coordinator.job import ModelSpec
+    from coordinator.model import GlobalModel
+
+    model_json = GlobalModel(ModelSpec(hidden=[]), shards[0]).config_json
+
+    async def go() -> int:
+        nonlocal broker
+        async with running([agent]):
+            broker.stop()
+            await asyncio.sleep(0.5)
+            assert not agent.connected.is_set()
+            broker = start_broker(prefer="mosquitto", port=port, workdir=tmp_path)
+            async with asyncio.timeout(15):
+                await agent.connected.wait()
+            async with open_mqtt_fleet(
+                broker=parse_broker_url(broker.url), topics=Topics(unique_topic_prefix)
+            ) as fleet:
+                await fleet.wait_for_agents(1, timeout=5)
+                replies = await fleet.train(
+                    job_id="j",
+                    round=1,
+                    instructions={
+                        "agent-r": TrainIns(
+                            model=model_json,
+                            weights=weights,
+                            config=TrainConfig(local_steps=3),
+                            deadline=time.time() + 10,
+                        )
+                    },
+                    reference=weights,
+                    quorum=1,
+                    deadline=time.time() + 10,
+                )
+                assert replies.results["agent-r"].steps == 3
+        return agent.connections
+
+    try:
+        assert asyncio.run(go()) >= 2
+    finally:
+        broker.stop()
