@@ -20,6 +20,7 @@ import sqlite3
 import tempfile
 import time
 import zipfile
+import zlib
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +180,18 @@ class CheckpointStore:
             spec, status, rnd, file, acc, best_acc, best_round, elapsed, nbytes, agent_s = row
             with np.load(self.state_dir / job_id / file, allow_pickle=False) as archive:
                 arrays = {k: archive[k] for k in archive.files}
-        except (OSError, sqlite3.Error, ValueError, zipfile.BadZipFile) as exc:
+        # A damaged npz can also fail with EOFError, zlib.error or, for members it cannot read,
+        # NotImplementedError / RuntimeError from zipfile (as in protocol._shard.decode_shard).
+        except (
+            OSError,
+            sqlite3.Error,
+            ValueError,
+            zipfile.BadZipFile,
+            EOFError,
+            zlib.error,
+            NotImplementedError,
+            RuntimeError,
+        ) as exc:
             raise CheckpointError(f"cannot load the checkpoint of job {job_id}: {exc}") from exc
         strategy_state: dict[str, list[npt.NDArray[Any]]] = {}
         for key in sorted(k for k in arrays if k.startswith("strategy/")):

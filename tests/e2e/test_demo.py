@@ -1,0 +1,77 @@
+"""The demo, as a user runs it: broker, coordinator and agent processes, to a target."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def demo(
+    tmp_path: Path, *args: str, timeout: float = 420
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hyperfleet", "demo", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    return proc, out
+
+
+def test_demo_with_four_agents_reaches_its_target(tmp_path: Path, mosquitto_binary: str) -> None:
+    proc, out = demo(tmp_path, "--agents", "4", "--target-accuracy", "0.85", "--time-budget", "240")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "REACHED" in proc.stdout
+    assert "round   1" in proc.stdout  # live progress was shown
+    summary = json.loads((out / "summary.json").read_text())
+    for key in (
+        "reached",
+        "final_accuracy",
+        "target_accuracy",
+        "rounds",
+        "wall_s",
+        "time_budget_s",
+        "agents",
+        "model",
+    ):
+        assert key in summary
+    assert summary["reached"] is True
+    assert summary["final_accuracy"] >= 0.85
+    assert summary["agents"] == 4
+    assert summary["rounds"] == len(summary["history"]) >= 1
+    model = summary["model"]
+    assert Path(model["keras"]).is_file()
+    assert Path(model["tflite"]).is_file()
+    assert model["tflite_agreement"] >= 0.99
+    png = out / "accuracy.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_says_clearly_when_the_target_is_out_of_reach(
+    tmp_path: Path, mosquitto_binary: str
+) -> None:
+    proc, out = demo(
+        tmp_path,
+        "--agents",
+        "2",
+        "--runtime",
+        "numpy",
+        "--target-accuracy",
+        "0.999",
+        "--time-budget",
+        "15",
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "not reached" in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reached"] is False
+    assert summary["job_elapsed_s"] <= 15 + 1.0  # the budget is not overrun

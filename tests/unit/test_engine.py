@@ -1,0 +1,396 @@
+"""The pure core of a job: the round engine's transitions, the uniform planner and the registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from coordinator.engine import JobProgress, RoundRecord, advance, start, stop_reason
+from coordinator.job import Constraints, JobSpec, RoundsSpec
+from coordinator.planner import UniformPlanner
+from coordinator.registry import AgentRecord, Registry
+from protocol import Heartbeat, Hello, Status, Weights
+
+
+def weights(value: float) -> Weights:
+    return (np.full((3, 2), value, dtype=np.float32), np.full(2, value, dtype=np.float32))
+
+
+def record(
+    rnd: int,
+    *,
+    accuracy: float,
+    started_s: float = 0.0,
+    duration_s: float = 1.0,
+    bytes_moved: int = 0,
+    agent_seconds: float = 0.0,
+) -> RoundRecord:
+    return RoundRecord(
+        round=rnd,
+        started_s=started_s,
+        duration_s=duration_s,
+        participants=("a", "b"),
+        results=2,
+        failures={},
+        accuracy=accuracy,
+        loss=1.0 - accuracy,
+        aggregated=True,
+        bytes_moved=bytes_moved,
+        agent_seconds=agent_seconds,
+    )
+
+
+def constraints(**changes: float | None) -> Constraints:
+    fields: dict[str, float | None] = {
+        "target_accuracy": 0.9,
+        "time_budget_s": 100.0,
+        "max_rounds": 10,
+        "max_bytes": 1000,
+    }
+    fields.update(changes)
+    return Constraints.model_validate(fields)
+
+
+def progress_at(**changes: Any) -> JobProgress:
+    """A job after round 3 at 50 % accuracy, 10 s and 100 bytes in, with ``changes``."""
+    fields: dict[str, Any] = {
+        "round": 3,
+        "accuracy": 0.5,
+        "best_accuracy": 0.5,
+        "elapsed_s": 10.0,
+        "bytes_moved": 100,
+    }
+    fields.update(changes)
+    return dataclasses.replace(start("job", weights(0.0), accuracy=0.1), **fields)
+
+
+# --- engine -----------------------------------------------------------------------------------
+
+
+def test_start_makes_the_initial_model_the_best_so_far() -> None:
+    initial = weights(0.0)
+
+    progress = start("job", initial, accuracy=0.12)
+
+    assert (progress.round, progress.best_round, progress.status) == (0, 0, "running")
+    assert progress.weights is initial and progress.best_weights is initial
+    assert progress.accuracy == progress.best_accuracy == 0.12
+    assert progress.history == ()
+
+
+def test_advance_keeps_the_best_weights_when_a_round_gets_worse() -> None:
+    w1, w2, w3 = weights(1.0), weights(2.0), weights(3.0)
+    p0 = start("job", weights(0.0), accuracy=0.1)
+
+    p1 = advance(p0, record(1, accuracy=0.6), w1)
+    p2 = advance(p1, record(2, accuracy=0.4), w2)
+
+    assert p2.weights is w2 and p2.accuracy == 0.4
+    assert p2.best_weights is w1
+    assert (p2.best_accuracy, p2.best_round) == (0.6, 1)
+
+    p3 = advance(p2, record(3, accuracy=0.7), w3)
+
+    assert p3.best_weights is w3
+    assert (p3.best_accuracy, p3.best_round, p3.round) == (0.7, 3, 3)
+
+
+def test_a_first_round_worse_than_the_initial_model_keeps_the_initial_model() -> None:
+    initial = weights(0.0)
+    p0 = start("job", initial, accuracy=0.3)
+
+    p1 = advance(p0, record(1, accuracy=0.2), weights(1.0))
+
+    assert p1.best_weights is initial
+    assert (p1.best_accuracy, p1.best_round) == (0.3, 0)
+
+
+def test_advance_accumulates_time_bytes_and_agent_seconds() -> None:
+    r1 = record(1, accuracy=0.2, started_s=0.5, duration_s=4.0, bytes_moved=300, agent_seconds=7.5)
+    r2 = record(2, accuracy=0.3, started_s=4.5, duration_s=3.0, bytes_moved=200, agent_seconds=2.0)
+    p0 = start("job", weights(0.0))
+
+    p1 = advance(p0, r1, weights(1.0))
+    p2 = advance(p1, r2, weights(2.0))
+
+    assert p1.elapsed_s == pytest.approx(4.5)  # job time at the end of round 1
+    assert p2.elapsed_s == pytest.approx(7.5)  # 4.5 + 3.0
+    assert p2.bytes_moved == 500
+    assert p2.agent_seconds == pytest.approx(9.5)
+    assert p2.history == (r1, r2)
+
+
+def test_advance_leaves_the_previous_state_untouched() -> None:
+    p0 = start("job", weights(0.0), accuracy=0.1)
+
+    advance(p0, record(1, accuracy=0.8, bytes_moved=50), weights(1.0))
+
+    assert (p0.round, p0.best_accuracy, p0.bytes_moved, p0.history) == (0, 0.1, 0, ())
+
+
+@pytest.mark.parametrize(
+    ("progress", "expected"),
+    [
+        (progress_at(), None),
+        (progress_at(accuracy=0.5, best_accuracy=0.9), "reached"),  # the best counts, not the last
+        (progress_at(best_accuracy=0.95, elapsed_s=500.0), "reached"),  # reached wins
+        (progress_at(elapsed_s=100.0), "time_budget"),
+        (progress_at(round=10), "max_rounds"),
+        (progress_at(bytes_moved=1000), "max_bytes"),
+        (progress_at(round=9, elapsed_s=99.9, bytes_moved=999, best_accuracy=0.899), None),
+    ],
+    ids=[
+        "running",
+        "reached",
+        "reached-over-time",
+        "time_budget",
+        "max_rounds",
+        "max_bytes",
+        "just-short",
+    ],
+)
+def test_stop_reason(progress: JobProgress, expected: str | None) -> None:
+    assert stop_reason(progress, constraints()) == expected
+
+
+def test_no_round_or_byte_limit_when_none_is_set() -> None:
+    unlimited = constraints(max_rounds=None, max_bytes=None)
+
+    assert stop_reason(progress_at(round=10_000, bytes_moved=10**12), unlimited) is None
+
+
+def test_round_record_round_trips_through_json() -> None:
+    original = RoundRecord(
+        round=4,
+        started_s=12.25,
+        duration_s=3.5,
+        participants=("agent-001", "agent-007"),
+        results=1,
+        failures={"agent-007": "timeout"},
+        accuracy=0.8125,
+        loss=0.625,
+        aggregated=True,
+        bytes_moved=123_456,
+        agent_seconds=6.75,
+        note="one straggler",
+        plan={"planner": "uniform", "available": 9},
+    )
+
+    wire = json.loads(json.dumps(original.to_json()))
+    restored = RoundRecord.from_json(wire)
+
+    assert wire["participants"] == ["agent-001", "agent-007"]
+    assert restored == original
+    assert isinstance(restored.participants, tuple)
+
+
+# --- uniform planner ------------------------------------------------------------------------
+
+
+def job_spec(*, participants: int = 3, min_results: int = 2, seed: int = 7) -> JobSpec:
+    return JobSpec(
+        job_id="job",
+        holdout=Path("holdout.npz"),
+        seed=seed,
+        rounds=RoundsSpec(
+            participants=participants,
+            min_results=min_results,
+            round_timeout_s=20.0,
+            local_epochs=2,
+            local_steps=5,
+            batch_size=16,
+            learning_rate=0.05,
+        ),
+        constraints=Constraints(target_accuracy=0.9, time_budget_s=100.0),
+    )
+
+
+HELLO = Hello(device_class="pi4", arch="aarch64", cores=4, memory_bytes=2**31, num_examples=100)
+
+
+def agents(n: int) -> list[AgentRecord]:
+    return [AgentRecord(f"agent-{i:03d}", hello=HELLO, online=True) for i in range(n)]
+
+
+def after_round(rnd: int) -> JobProgress:
+    return progress_at(round=rnd)
+
+
+def test_planner_picks_participants_distinct_agents_from_those_available() -> None:
+    available = agents(10)
+
+    plan = UniformPlanner(job_spec(participants=3)).plan(
+        after_round(0), available, budget_left_s=100.0, train_options={}
+    )
+
+    assert len(plan.participants) == len(set(plan.participants)) == 3
+    assert set(plan.participants) <= {a.agent_id for a in available}
+    assert set(plan.configs) == set(plan.participants)
+    assert plan.quorum == 3 and plan.min_results == 2
+
+
+@pytest.mark.parametrize(
+    ("available", "chosen", "min_results"), [(2, 2, 2), (1, 1, 1), (0, 0, 2)]
+)
+def test_planner_takes_everyone_when_fewer_are_available(
+    available: int, chosen: int, min_results: int
+) -> None:
+    plan = UniformPlanner(job_spec(participants=3, min_results=2)).plan(
+        after_round(0), agents(available), budget_left_s=100.0, train_options={}
+    )
+
+    assert plan.participants == tuple(f"agent-{i:03d}" for i in range(chosen))
+    assert plan.quorum == chosen
+    assert plan.min_results == min_results
+
+
+def test_planner_is_deterministic_for_the_same_seed_and_round() -> None:
+    a = UniformPlanner(job_spec()).plan(
+        after_round(4), agents(10), budget_left_s=100.0, train_options={}
+    )
+    b = UniformPlanner(job_spec()).plan(
+        after_round(4), agents(10), budget_left_s=100.0, train_options={}
+    )
+
+    assert a.participants == b.participants
+    assert a.configs == b.configs
+
+
+def test_planner_draws_other_agents_in_other_rounds_and_for_other_seeds() -> None:
+    planner = UniformPlanner(job_spec(seed=7))
+    draws = [
+        planner.plan(after_round(r), agents(10), budget_left_s=100.0, train_options={}).participants
+        for r in range(10)
+    ]
+    other_seed = [
+        UniformPlanner(job_spec(seed=8))
+        .plan(after_round(r), agents(10), budget_left_s=100.0, train_options={})
+        .participants
+        for r in range(10)
+    ]
+
+    assert len(set(draws)) >= 5, draws  # 120 possible triples; ten rounds must not repeat much
+    assert draws != other_seed
+
+
+def test_planner_configures_the_jobs_local_work_and_the_strategys_proximal_mu() -> None:
+    planner = UniformPlanner(job_spec())
+
+    plain = planner.plan(after_round(0), agents(5), budget_left_s=100.0, train_options={})
+    prox = planner.plan(
+        after_round(0), agents(5), budget_left_s=100.0, train_options={"proximal_mu": 0.25}
+    )
+
+    for config in plain.configs.values():
+        assert (config.epochs, config.local_steps, config.batch_size) == (2, 5, 16)
+        assert config.learning_rate == 0.05
+        assert config.proximal_mu == 0.0
+    assert {c.proximal_mu for c in prox.configs.values()} == {0.25}
+
+
+@pytest.mark.parametrize(("budget_left", "timeout"), [(100.0, 20.0), (5.0, 5.0), (-3.0, 0.0)])
+def test_planner_timeout_never_exceeds_the_budget_left(budget_left: float, timeout: float) -> None:
+    plan = UniformPlanner(job_spec()).plan(
+        after_round(0), agents(5), budget_left_s=budget_left, train_options={}
+    )
+
+    assert plan.timeout_s == timeout
+
+
+def test_planner_gives_each_agent_and_round_its_own_seed() -> None:
+    planner = UniformPlanner(job_spec(participants=5))
+
+    r1 = planner.plan(after_round(0), agents(5), budget_left_s=100.0, train_options={})
+    r2 = planner.plan(after_round(1), agents(5), budget_left_s=100.0, train_options={})
+
+    seeds = [c.seed for c in r1.configs.values()]
+    assert len(set(seeds)) == 5
+    assert all(r1.configs[a].seed != r2.configs[a].seed for a in r1.participants)
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+ONLINE, OFFLINE = Status(state="online"), Status(state="offline")
+BEAT = Heartbeat(seq=1, busy=False, load=0.1, memory_used_bytes=1000)
+
+
+def test_status_messages_switch_an_agent_online_and_offline() -> None:
+    registry = Registry()
+
+    registry.on_status("a", ONLINE, now=1.0)
+    rec = registry.get("a")
+    assert rec is not None and rec.online and rec.last_seen == 1.0
+
+    registry.on_status("a", OFFLINE, now=2.0)
+    assert not rec.online
+    assert rec.history == [(1.0, True), (2.0, False)]
+
+
+def test_a_heartbeat_marks_an_agent_online() -> None:
+    registry = Registry()
+    registry.on_status("a", OFFLINE, now=1.0)
+
+    registry.on_heartbeat("a", BEAT, now=5.0)
+
+    rec = registry.get("a")
+    assert rec is not None and rec.online
+    assert rec.last_heartbeat == BEAT and rec.last_seen == 5.0
+
+
+def test_expire_marks_silent_agents_offline_after_stale_after_s() -> None:
+    registry = Registry(stale_after_s=30.0)
+    registry.on_heartbeat("quiet", BEAT, now=0.0)
+    registry.on_heartbeat("chatty", BEAT, now=0.0)
+    registry.on_seen("chatty", now=20.0)
+
+    assert registry.expire(now=30.0) == []  # silent for exactly stale_after_s: still online
+    assert registry.expire(now=31.0) == ["quiet"]
+    assert registry.expire(now=31.0) == []  # already offline: reported once
+    assert registry.expire(now=51.0) == ["chatty"]
+    assert not any(rec.online for rec in registry)
+
+
+def test_on_seen_does_not_invent_agents() -> None:
+    registry = Registry()
+
+    registry.on_seen("ghost", now=1.0)
+
+    assert "ghost" not in registry and len(registry) == 0
+
+
+def test_available_lists_online_agents_that_said_hello_in_id_order() -> None:
+    registry = Registry()
+    registry.on_status("c", ONLINE, now=0.0)
+    registry.on_hello("c", HELLO, now=0.0)
+    registry.on_status("a", ONLINE, now=0.0)
+    registry.on_hello("a", HELLO, now=0.0)
+    registry.on_status("silent", ONLINE, now=0.0)  # online, never said hello
+    registry.on_hello("gone", HELLO, now=0.0)
+    registry.on_status("gone", OFFLINE, now=0.0)
+
+    assert [r.agent_id for r in registry.available()] == ["a", "c"]
+    assert registry.available()[0].num_examples == 100
+
+    registry.on_hello("silent", HELLO, now=1.0)
+    assert [r.agent_id for r in registry.available()] == ["a", "c", "silent"]
+
+
+def test_sessions_count_reconnects() -> None:
+    registry = Registry()
+
+    registry.on_status("a", ONLINE, now=0.0)
+    registry.on_heartbeat("a", BEAT, now=1.0)  # already online: same session
+    registry.on_status("a", ONLINE, now=2.0)  # a repeated retained status: same session
+    registry.on_status("a", OFFLINE, now=3.0)
+    registry.on_status("a", ONLINE, now=4.0)
+    registry.expire(now=100.0)
+    registry.on_heartbeat("a", BEAT, now=101.0)
+
+    rec = registry.get("a")
+    assert rec is not None and rec.sessions == 3

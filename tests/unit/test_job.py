@@ -1,0 +1,146 @@
+"""Job files (``JOB.toml``) written to a temporary directory and read back with ``load_job``."""
+
+from __future__ import annotations
+
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from coordinator.errors import JobConfigError
+from coordinator.job import load_job
+
+MINIMAL = """
+job_id = "digits"
+holdout = "data/holdout.npz"
+
+[constraints]
+target_accuracy = 0.9
+time_budget_s = 300
+"""
+
+
+def job_file(directory: Path, text: str, name: str = "JOB.toml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_minimal_job_gets_the_documented_defaults(tmp_path: Path) -> None:
+    spec = load_job(job_file(tmp_path, MINIMAL))
+
+    assert spec.job_id == "digits"
+    assert spec.constraints.target_accuracy == 0.9
+    assert spec.constraints.time_budget_s == 300
+    assert spec.constraints.max_rounds is None
+    assert spec.strategy.name == "fedavg"
+    assert spec.model.hidden == [64, 32]
+    assert (spec.rounds.participants, spec.rounds.min_results) == (8, 1)
+    assert spec.rounds.local_steps is None
+
+
+def test_a_relative_holdout_is_resolved_against_the_job_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the working directory must not matter
+
+    spec = load_job(job_file(jobs, MINIMAL.replace("data/holdout.npz", "../data/holdout.npz")))
+
+    assert spec.holdout == (tmp_path / "data" / "holdout.npz").resolve()
+    assert spec.holdout.is_absolute()
+
+
+def test_an_absolute_holdout_is_kept(tmp_path: Path) -> None:
+    absolute = tmp_path / "somewhere" / "holdout.npz"
+
+    spec = load_job(job_file(tmp_path, MINIMAL.replace("data/holdout.npz", str(absolute))))
+
+    assert spec.holdout == absolute
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ('colour = "red"\n', "colour"),
+        ("[rounds]\npartcipants = 3\n", "rounds.partcipants"),
+        ("[model]\nhiden = [8]\n", "model.hiden"),
+    ],
+)
+def test_an_unknown_key_is_rejected_by_name(tmp_path: Path, extra: str, named: str) -> None:
+    text = MINIMAL.replace("[constraints]", extra + "\n[constraints]")
+    path = job_file(tmp_path, text)
+
+    with pytest.raises(JobConfigError, match=rf"{named}: Extra inputs are not permitted") as info:
+        load_job(path)
+    assert str(path) in str(info.value)
+
+
+def test_min_results_above_participants_is_rejected(tmp_path: Path) -> None:
+    path = job_file(tmp_path, MINIMAL + "\n[rounds]\nparticipants = 3\nmin_results = 4\n")
+
+    with pytest.raises(JobConfigError, match=r"min_results \(4\) exceeds rounds.participants \(3\)"):
+        load_job(path)
+
+
+def test_min_results_equal_to_participants_is_fine(tmp_path: Path) -> None:
+    path = job_file(tmp_path, MINIMAL + "\n[rounds]\nparticipants = 3\nmin_results = 3\n")
+
+    assert load_job(path).rounds.min_results == 3
+
+
+def test_missing_constraints_are_named(tmp_path: Path) -> None:
+    path = job_file(tmp_path, 'job_id = "digits"\nholdout = "h.npz"\n')
+
+    with pytest.raises(JobConfigError, match="constraints"):
+        load_job(path)
+
+
+def test_out_of_range_values_are_rejected(tmp_path: Path) -> None:
+    path = job_file(tmp_path, MINIMAL.replace("target_accuracy = 0.9", "target_accuracy = 1.5"))
+
+    with pytest.raises(JobConfigError, match="constraints.target_accuracy"):
+        load_job(path)
+
+
+def test_overrides_replace_values_of_the_file(tmp_path: Path) -> None:
+    path = job_file(tmp_path, MINIMAL)
+
+    spec = load_job(
+        path,
+        **{
+            "constraints.target_accuracy": 0.5,
+            "rounds.participants": 4,  # a section the file does not have
+            "job_id": "digits-2",  # a top-level key
+        },
+    )
+
+    assert spec.constraints.target_accuracy == 0.5
+    assert spec.constraints.time_budget_s == 300  # the rest of the section stays
+    assert spec.rounds.participants == 4
+    assert spec.job_id == "digits-2"
+
+
+def test_an_invalid_override_is_rejected_like_a_bad_file(tmp_path: Path) -> None:
+    path = job_file(tmp_path, MINIMAL)
+
+    with pytest.raises(JobConfigError, match="rounds.min_results"):
+        load_job(path, **{"rounds.participants": 1, "rounds.min_results": 2})
+
+
+def test_bad_toml_is_a_job_config_error(tmp_path: Path) -> None:
+    path = job_file(tmp_path, MINIMAL + "\n[rounds\nparticipants = 3\n")
+
+    with pytest.raises(JobConfigError, match="not valid TOML") as info:
+        load_job(path)
+    assert isinstance(info.value.__cause__, tomllib.TOMLDecodeError)
+    assert isinstance(info.value, ValueError)
+
+
+def test_a_missing_file_is_a_job_config_error(tmp_path: Path) -> None:
+    with pytest.raises(JobConfigError, match="cannot read job file"):
+        load_job(tmp_path / "nope.toml")
