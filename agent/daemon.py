@@ -44,6 +44,7 @@ from protocol import (
     ProtocolError,
     Status,
     Topics,
+    TrainConfig,
     TrainIns,
     TrainRes,
     decode,
@@ -78,8 +79,13 @@ class AgentSettings:
     """Announced device facts (the device class's emulation table) that seed the coordinator."""
 
 
+class _DeviceOffline(Exception):
+    """The emulated device went offline; the connection loop waits for it to come back."""
+
+
 class Emulator:
-    """Hooks that make one host behave like another device. The base class emulates nothing."""
+    """Hooks that make one host behave like another device. This base emulates nothing: the
+    agent runs at the host's own speed (see :class:`agent.emulation.DeviceEmulator`)."""
 
     def online(self) -> bool:
         return True
@@ -90,16 +96,22 @@ class Emulator:
     async def download(self, nbytes: int) -> None:
         return None
 
+    def plan_work(
+        self, config: TrainConfig, num_examples: int, time_left_s: float, upload_bytes: int
+    ) -> TrainConfig:
+        """The work this device will actually do of ``config`` before its deadline."""
+        return config
+
+    def compute_s(self, examples: int) -> float:
+        """Emulated compute time of ``examples``; 0 when not emulating."""
+        return 0.0
+
     async def compute(self, examples: int, real_s: float) -> bool:
-        """Wait out the emulated compute time; False when the device dropped mid-round."""
+        """Wait out the emulated compute time; False when the device dropped out mid-round."""
         return True
 
     async def upload(self, nbytes: int) -> None:
         return None
-
-    def stop_at(self, deadline_mono: float) -> float:
-        """The local time by which real training must stop for a reply to make ``deadline_mono``."""
-        return deadline_mono
 
 
 def mqtt_client(
@@ -200,6 +212,8 @@ class Agent:
                     self.connections += 1
                     delay = self.settings.reconnect_min_s
                     await self._session(client)
+            except* _DeviceOffline:
+                self.connected.clear()  # the loop's wait_online() brings it back
             except* aiomqtt.MqttError as group:
                 self.connected.clear()
                 jitter = random.uniform(0, delay / 2)
@@ -240,11 +254,17 @@ class Agent:
             self.connected.clear()
 
     async def _emulated_offline(self, client: aiomqtt.Client) -> None:
-        """When the emulated device goes offline, drop the connection without a goodbye."""
+        """When the emulated device goes offline, drop the link. The broker would publish our Last
+        Will at once on a dropped TCP connection; publishing ``offline`` ourselves is the same."""
         while self._emu.online():
             await asyncio.sleep(0.2)
         _log.info("agent %s: emulated device goes offline", self._id)
-        raise aiomqtt.MqttError("emulated device offline")
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            offline = self._status_payload("offline")
+            await client.publish(
+                self._topics.status(self._id), offline, qos=1, retain=True, timeout=2
+            )
+        raise _DeviceOffline
 
     def _hello(self) -> bytes:
         caps = self._caps
@@ -342,19 +362,25 @@ class Agent:
                 code="deadline_passed", reason=f"instruction arrived {-remaining:.2f}s late"
             )
         deadline_mono = time.monotonic() + remaining - self.settings.upload_margin_s
-        await self._emu.download(sum(w.nbytes for w in ins.weights))
+        nbytes = sum(w.nbytes for w in ins.weights)
+        await self._emu.download(nbytes)
         weights = list(ins.weights)
         if isinstance(ins, EvaluateIns):
             result = await asyncio.to_thread(self._trainer.evaluate, ins.model, weights)
             return EvaluateRes(
                 loss=result.loss, accuracy=result.accuracy, num_examples=result.num_examples
             )
-        stop_at = self._emu.stop_at(deadline_mono)
-        fit = await asyncio.to_thread(
-            self._trainer.fit, ins.model, weights, ins.config, stop_at=stop_at
+        config = self._emu.plan_work(
+            ins.config, self._num_examples, deadline_mono - time.monotonic(), nbytes
         )
-        if not await self._emu.compute(fit.num_examples, fit.train_s):
-            return None  # the emulated device dropped out mid-round: no reply at all
+        started = time.monotonic()
+        fit = await asyncio.to_thread(
+            self._trainer.fit, ins.model, weights, config, stop_at=deadline_mono
+        )
+        real_s = time.monotonic() - started
+        if not await self._emu.compute(fit.num_examples, real_s):
+            _log.info("agent %s: emulated drop-out in round %d", self._id, env.round)
+            return None  # the device dropped out mid-round: no reply at all
         if fit.steps == 0:
             return Failure(code="no_time", reason="the deadline left no time for one step")
         if not all(np.isfinite(w).all() for w in fit.weights) or not np.isfinite(fit.loss):
@@ -366,6 +392,10 @@ class Agent:
             steps=fit.steps,
             loss=fit.loss,
             train_s=fit.train_s,
+            metrics={
+                "real_compute_s": real_s,
+                "emulated_compute_s": self._emu.compute_s(fit.num_examples),
+            },
         )
 
 

@@ -206,7 +206,7 @@ def decode(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIM
     if not isinstance(header, dict):
         raise MalformedMessage("header is not a map")
     version = header.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise UnsupportedVersion(
             f"protocol version {version!r}; this build speaks {PROTOCOL_VERSION}"
         )
@@ -338,6 +338,8 @@ def _field_codec(tp: Any, where: str) -> tuple[_Enc, _Dec]:
                 raise MalformedMessage(f"{where} must be a map with string keys")
             return {k: value_dec(x) for k, x in v.items()}
 
+        if value_type is float:  # NumPy scalars become plain floats on the wire
+            return (lambda v, w: {k: float(x) for k, x in v.items()}), dec_map
         return (lambda v, w: dict(v)), dec_map
     if isinstance(tp, type) and is_dataclass(tp):
         return _encoder(tp), _decoder(tp)

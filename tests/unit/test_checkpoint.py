@@ -78,7 +78,8 @@ def fedadam_state() -> dict[str, list[npt.NDArray[Any]]]:
     update = ClientUpdate(agent_id="a", weights=list(weights(1.0)), num_examples=10, loss=0.5)
     strategy.aggregate_train(1, current, [update], [])
     state = strategy.state()
-    assert set(state) == {"m", "v"} and all(np.any(a != 0) for a in state["m"] + state["v"])
+    assert set(state) == {"m", "v"}
+    assert all(np.any(a != 0) for a in state["m"] + state["v"])
     return dict(state)
 
 
@@ -132,7 +133,8 @@ def test_a_stateless_strategy_round_trips_as_empty_state(store: CheckpointStore)
 
     loaded = store.load("job")
 
-    assert loaded is not None and loaded.strategy_state == {}
+    assert loaded is not None
+    assert loaded.strategy_state == {}
 
 
 def test_only_the_latest_npz_remains(store: CheckpointStore) -> None:
@@ -151,7 +153,8 @@ def _disk_full(path: Path, data: bytes) -> None:
 def test_a_failed_write_keeps_the_previous_checkpoint(
     store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, p2, p3 = rounds(0.2, 0.3, 0.4)
+    p1, p2, p3 = rounds(0.2, 0.3, 0.4)
+    store.save(p1, spec=SPEC, strategy_state={})
     store.save(p2, spec=SPEC, strategy_state={})
     monkeypatch.setattr(checkpoint, "_atomic_write", _disk_full)
 
@@ -182,7 +185,8 @@ def test_a_rename_that_fails_leaves_no_temp_file_and_the_previous_checkpoint(
 
     assert sorted(p.name for p in (store.state_dir / "job").iterdir()) == ["round-000002.npz"]
     loaded = store.load("job")
-    assert loaded is not None and loaded.progress.round == 2
+    assert loaded is not None
+    assert loaded.progress.round == 2
 
 
 def test_a_failed_commit_keeps_the_previous_checkpoint(
@@ -214,7 +218,8 @@ def test_a_new_store_on_the_same_directory_resumes(tmp_path: Path) -> None:
 
     loaded = CheckpointStore(tmp_path / "state").load("job")
 
-    assert loaded is not None and loaded.progress.round == 1
+    assert loaded is not None
+    assert loaded.progress.round == 1
 
 
 def test_loading_an_unknown_job_gives_none(store: CheckpointStore) -> None:

@@ -78,7 +78,8 @@ def test_start_makes_the_initial_model_the_best_so_far() -> None:
     progress = start("job", initial, accuracy=0.12)
 
     assert (progress.round, progress.best_round, progress.status) == (0, 0, "running")
-    assert progress.weights is initial and progress.best_weights is initial
+    assert progress.weights is initial
+    assert progress.best_weights is initial
     assert progress.accuracy == progress.best_accuracy == 0.12
     assert progress.history == ()
 
@@ -90,7 +91,8 @@ def test_advance_keeps_the_best_weights_when_a_round_gets_worse() -> None:
     p1 = advance(p0, record(1, accuracy=0.6), w1)
     p2 = advance(p1, record(2, accuracy=0.4), w2)
 
-    assert p2.weights is w2 and p2.accuracy == 0.4
+    assert p2.weights is w2
+    assert p2.accuracy == 0.4
     assert p2.best_weights is w1
     assert (p2.best_accuracy, p2.best_round) == (0.6, 1)
 
@@ -231,12 +233,11 @@ def test_planner_picks_participants_distinct_agents_from_those_available() -> No
     assert len(plan.participants) == len(set(plan.participants)) == 3
     assert set(plan.participants) <= {a.agent_id for a in available}
     assert set(plan.configs) == set(plan.participants)
-    assert plan.quorum == 3 and plan.min_results == 2
+    assert plan.quorum == 3
+    assert plan.min_results == 2
 
 
-@pytest.mark.parametrize(
-    ("available", "chosen", "min_results"), [(2, 2, 2), (1, 1, 1), (0, 0, 2)]
-)
+@pytest.mark.parametrize(("available", "chosen", "min_results"), [(2, 2, 2), (1, 1, 1), (0, 0, 2)])
 def test_planner_takes_everyone_when_fewer_are_available(
     available: int, chosen: int, min_results: int
 ) -> None:
@@ -325,7 +326,9 @@ def test_status_messages_switch_an_agent_online_and_offline() -> None:
 
     registry.on_status("a", ONLINE, now=1.0)
     rec = registry.get("a")
-    assert rec is not None and rec.online and rec.last_seen == 1.0
+    assert rec is not None
+    assert rec.online
+    assert rec.last_seen == 1.0
 
     registry.on_status("a", OFFLINE, now=2.0)
     assert not rec.online
@@ -339,8 +342,10 @@ def test_a_heartbeat_marks_an_agent_online() -> None:
     registry.on_heartbeat("a", BEAT, now=5.0)
 
     rec = registry.get("a")
-    assert rec is not None and rec.online
-    assert rec.last_heartbeat == BEAT and rec.last_seen == 5.0
+    assert rec is not None
+    assert rec.online
+    assert rec.last_heartbeat == BEAT
+    assert rec.last_seen == 5.0
 
 
 def test_expire_marks_silent_agents_offline_after_stale_after_s() -> None:
@@ -361,7 +366,8 @@ def test_on_seen_does_not_invent_agents() -> None:
 
     registry.on_seen("ghost", now=1.0)
 
-    assert "ghost" not in registry and len(registry) == 0
+    assert "ghost" not in registry
+    assert len(registry) == 0
 
 
 def test_available_lists_online_agents_that_said_hello_in_id_order() -> None:
@@ -393,4 +399,5 @@ def test_sessions_count_reconnects() -> None:
     registry.on_heartbeat("a", BEAT, now=101.0)
 
     rec = registry.get("a")
-    assert rec is not None and rec.sessions == 3
+    assert rec is not None
+    assert rec.sessions == 3

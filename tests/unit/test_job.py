@@ -83,7 +83,9 @@ def test_an_unknown_key_is_rejected_by_name(tmp_path: Path, extra: str, named: s
 def test_min_results_above_participants_is_rejected(tmp_path: Path) -> None:
     path = job_file(tmp_path, MINIMAL + "\n[rounds]\nparticipants = 3\nmin_results = 4\n")
 
-    with pytest.raises(JobConfigError, match=r"min_results \(4\) exceeds rounds.participants \(3\)"):
+    with pytest.raises(
+        JobConfigError, match=r"min_results \(4\) exceeds rounds.participants \(3\)"
+    ):
         load_job(path)
 
 
@@ -103,7 +105,7 @@ def test_missing_constraints_are_named(tmp_path: Path) -> None:
 def test_out_of_range_values_are_rejected(tmp_path: Path) -> None:
     path = job_file(tmp_path, MINIMAL.replace("target_accuracy = 0.9", "target_accuracy = 1.5"))
 
-    with pytest.raises(JobConfigError, match="constraints.target_accuracy"):
+    with pytest.raises(JobConfigError, match=r"constraints\.target_accuracy"):
         load_job(path)
 
 
@@ -128,7 +130,7 @@ def test_overrides_replace_values_of_the_file(tmp_path: Path) -> None:
 def test_an_invalid_override_is_rejected_like_a_bad_file(tmp_path: Path) -> None:
     path = job_file(tmp_path, MINIMAL)
 
-    with pytest.raises(JobConfigError, match="rounds.min_results"):
+    with pytest.raises(JobConfigError, match=r"rounds\.min_results"):
         load_job(path, **{"rounds.participants": 1, "rounds.min_results": 2})
 
 

@@ -113,7 +113,8 @@ def test_training_lowers_holdout_loss_and_returns_finite_float32_weights(
     assert [w.shape for w in result.weights] == [w.shape for w in start]
     assert all(w.dtype == np.float32 for w in result.weights)
     assert all(np.isfinite(w).all() for w in result.weights)
-    assert math.isfinite(result.loss) and result.loss > 0
+    assert math.isfinite(result.loss)
+    assert result.loss > 0
     # The caller's arrays are the starting point, not a scratch buffer.
     assert_weights_close(start, digits.initial, atol=0)
 
