@@ -86,9 +86,6 @@ class KerasTrainer:
         c = self._compiled(model)
         self._load(c, weights)
         c.optimizer.learning_rate.assign(config.learning_rate)
-        anchors = [
-            tf.constant(w) for w in c.model.get_weights()[: len(c.model.trainable_variables)]
-        ]
         anchors = [tf.constant(v.numpy()) for v in c.model.trainable_variables]
         mu = tf.constant(config.proximal_mu, dtype=tf.float32)
         started = time.perf_counter()
