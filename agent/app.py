@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from protocol import ProtocolError, Shard, decode_shard
 
 from .daemon import Agent, AgentSettings, Emulator
@@ -58,13 +60,20 @@ def create_agent(
     runtime: RuntimeChoice = "auto",
     emulator: Emulator | None = None,
     software: str = "",
+    share_label_counts: bool = True,
 ) -> Agent:
+    """An agent for ``shard``. With ``share_label_counts`` its hello tells the coordinator how
+    many examples of each label it holds (never the examples), so no label is starved."""
     caps = probe_capabilities(device_class=device)
+    labels = (
+        tuple(int(c) for c in np.bincount(shard.y)) if share_label_counts and len(shard) else ()
+    )
     return Agent(
         settings=settings,
         trainer=choose_trainer(runtime, device, caps, shard),
         capabilities=caps,
         num_examples=len(shard),
+        label_counts=labels,
         software=software,
         emulator=emulator,
     )

@@ -123,7 +123,7 @@ def mqtt_client(
     logger: logging.Logger | None = None,
 ) -> aiomqtt.Client:
     """An MQTT 3.1.1 client with TCP_NODELAY set (otherwise QoS 1 can stall ~40 ms on Nagle)."""
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         broker.host,
         broker.port,
         identifier=identifier,
@@ -138,6 +138,8 @@ def mqtt_client(
         logger=logger,
         max_queued_outgoing_messages=1000,
     )
+    client.pending_calls_threshold = 10_000  # a round's burst of publishes is normal, not a warning
+    return client
 
 
 class Agent:
@@ -150,6 +152,7 @@ class Agent:
         trainer: Trainer,
         capabilities: Capabilities,
         num_examples: int,
+        label_counts: tuple[int, ...] = (),
         software: str = "",
         emulator: Emulator | None = None,
         clock: Callable[[], float] = time.time,
@@ -158,6 +161,7 @@ class Agent:
         self._trainer = trainer
         self._caps = capabilities
         self._num_examples = num_examples
+        self._label_counts = label_counts
         self._software = software
         self._emu = emulator or Emulator()
         self._clock = clock
@@ -278,6 +282,7 @@ class Agent:
             num_examples=self._num_examples,
             software=self._software,
             profile=self.settings.profile,
+            label_counts=self._label_counts,
         )
         return encode(new_envelope(hello, sender=self._id))
 

@@ -97,6 +97,7 @@ class MqttFleet(Fleet):
                 tls_params=aiomqtt.TLSParameters() if self.broker.tls else None,
                 max_queued_outgoing_messages=10000,
             )
+            client.pending_calls_threshold = 10_000  # one publish per participant is the norm
             try:
                 async with client:
                     for kind in ("status", "hello", "heartbeat", "results"):

@@ -176,12 +176,9 @@ class _Reader:
 
 
 def _all_finite(arr: npt.NDArray[Any]) -> bool:
-    # A finite sum proves every element finite (NaN and Inf propagate), at a fraction of the cost of
-    # isfinite's temporary. Only when the sum is not finite (possibly overflow) look element-wise.
-    with np.errstate(over="ignore", invalid="ignore"):
-        if math.isfinite(float(arr.sum(dtype=np.float64))):
-            return True
-    return bool(np.isfinite(arr).all())
+    # NaN propagates through min and max, and an infinity is the min or the max: two reductions
+    # with no temporary array, about twice as fast as isfinite(arr).all() (bench/protocol.py).
+    return bool(np.isfinite(arr.min()) and np.isfinite(arr.max()))
 
 
 def decode(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS) -> Envelope:

@@ -82,6 +82,9 @@ class Hello(Message):
     software: str = ""
     profile: Mapping[str, float] = field(default_factory=dict)
     """What the device class states about the device (train_rate, uplink_mbps, ...), to seed profiles."""
+    label_counts: tuple[int, ...] = ()
+    """Examples per label in the agent's shard, so planners can keep every label in training.
+    Empty when the agent keeps its label distribution to itself."""
 
 
 @_record
