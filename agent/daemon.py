@@ -383,7 +383,9 @@ class Agent:
             self._trainer.fit, ins.model, weights, config, stop_at=deadline_mono
         )
         real_s = time.monotonic() - started
-        if not await self._emu.compute(fit.num_examples, real_s):
+        dropped = not await self._emu.compute(fit.num_examples, real_s)
+        compute_s = time.monotonic() - started  # what the device itself would report
+        if dropped:
             _log.info("agent %s: emulated drop-out in round %d", self._id, env.round)
             return None  # the device dropped out mid-round: no reply at all
         if fit.steps == 0:
@@ -396,7 +398,7 @@ class Agent:
             num_examples=fit.num_examples,
             steps=fit.steps,
             loss=fit.loss,
-            train_s=fit.train_s,
+            train_s=compute_s,
             metrics={
                 "real_compute_s": real_s,
                 "emulated_compute_s": self._emu.compute_s(fit.num_examples),

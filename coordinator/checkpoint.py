@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     elapsed_s REAL NOT NULL,
     bytes_moved INTEGER NOT NULL,
     agent_seconds REAL NOT NULL,
+    infeasible_at_s REAL,
     updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS models (
@@ -110,13 +111,14 @@ class CheckpointStore:
             with closing(self._connect()) as db, db:
                 db.execute(
                     "INSERT INTO jobs (job_id, spec, status, round, file, accuracy, best_accuracy,"
-                    " best_round, elapsed_s, bytes_moved, agent_seconds, updated)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " best_round, elapsed_s, bytes_moved, agent_seconds, infeasible_at_s, updated)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT(job_id) DO UPDATE SET spec=excluded.spec, status=excluded.status,"
                     " round=excluded.round, file=excluded.file, accuracy=excluded.accuracy,"
                     " best_accuracy=excluded.best_accuracy, best_round=excluded.best_round,"
                     " elapsed_s=excluded.elapsed_s, bytes_moved=excluded.bytes_moved,"
-                    " agent_seconds=excluded.agent_seconds, updated=excluded.updated",
+                    " agent_seconds=excluded.agent_seconds, infeasible_at_s=excluded.infeasible_at_s,"
+                    " updated=excluded.updated",
                     (
                         progress.job_id,
                         json.dumps(spec),
@@ -129,6 +131,7 @@ class CheckpointStore:
                         progress.elapsed_s,
                         progress.bytes_moved,
                         progress.agent_seconds,
+                        progress.infeasible_at_s,
                         time.time(),
                     ),
                 )
@@ -166,7 +169,7 @@ class CheckpointStore:
             with closing(self._connect()) as db:
                 row = db.execute(
                     "SELECT spec, status, round, file, accuracy, best_accuracy, best_round,"
-                    " elapsed_s, bytes_moved, agent_seconds FROM jobs WHERE job_id = ?",
+                    " elapsed_s, bytes_moved, agent_seconds, infeasible_at_s FROM jobs WHERE job_id = ?",
                     (job_id,),
                 ).fetchone()
                 if row is None:
@@ -177,7 +180,19 @@ class CheckpointStore:
                         "SELECT record FROM rounds WHERE job_id = ? ORDER BY round", (job_id,)
                     )
                 ]
-            spec, status, rnd, file, acc, best_acc, best_round, elapsed, nbytes, agent_s = row
+            (
+                spec,
+                status,
+                rnd,
+                file,
+                acc,
+                best_acc,
+                best_round,
+                elapsed,
+                nbytes,
+                agent_s,
+                infeasible,
+            ) = row
             with np.load(self.state_dir / job_id / file, allow_pickle=False) as archive:
                 arrays = {k: archive[k] for k in archive.files}
         # A damaged npz can also fail with EOFError, zlib.error or, for members it cannot read,
@@ -210,6 +225,7 @@ class CheckpointStore:
             elapsed_s=elapsed,
             bytes_moved=nbytes,
             agent_seconds=agent_s,
+            infeasible_at_s=infeasible,
             status=status,
             history=tuple(r for r in records if r.round <= rnd),
         )

@@ -6,10 +6,11 @@ Error falls as a power law towards a floor, the shape that fits SGD training cur
     error(x) = E + B * x ** -c        accuracy(x) = 1 - error(x)
 
 with ``x`` the examples trained into the global model so far. For each exponent ``c`` on a grid,
-``E`` and ``B`` come from weighted linear least squares (recent rounds weigh more); the best ``c``
-wins. Predictions are deliberately optimistic where the data are thin: :meth:`LearningCurve.fit`
-keeps the larger asymptote of the fits on all points and on the recent half, so a job is declared
-infeasible only when even the kinder reading says so.
+``E`` and ``B`` come from weighted linear least squares (recent rounds weigh more). Predictions are
+deliberately optimistic where the data are thin: among the exponents that fit about as well as
+the best, the lowest floor is kept, and :meth:`LearningCurve.fit` keeps the
+larger asymptote of the fits on all points and on the recent half, so a job is declared infeasible
+only when even the kinder reading says so.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class CurveFit:
         return 1.0 - self.floor
 
     def accuracy_at(self, x: float) -> float:
-        return 1.0 - (self.floor + self.scale * max(x, 1.0) ** -self.exponent)
+        return float(1.0 - (self.floor + self.scale * max(x, 1.0) ** -self.exponent))
 
     def work_to(self, target: float) -> float | None:
         """Compute (examples) at which accuracy reaches ``target``; ``None`` if never."""
@@ -52,7 +53,8 @@ class CurveFit:
 
 
 def _fit(x: np.ndarray, err: np.ndarray, w: np.ndarray) -> CurveFit | None:
-    best: CurveFit | None = None
+    """Among the exponents whose fit is about as good as the best, the lowest floor."""
+    fits: list[CurveFit] = []
     sw = np.sqrt(w)
     for c in _EXPONENTS:
         z = x**-c
@@ -65,11 +67,13 @@ def _fit(x: np.ndarray, err: np.ndarray, w: np.ndarray) -> CurveFit | None:
             e, b = float(np.sum(w * err) / np.sum(w)), 0.0
         resid = err - (e + b * z)
         rmse = float(math.sqrt(np.sum(w * resid**2) / np.sum(w)))
-        if best is None or rmse < best.rmse:
-            best = CurveFit(
-                floor=float(e), scale=float(b), exponent=float(c), points=len(x), rmse=rmse
-            )
-    return best
+        fits.append(
+            CurveFit(floor=float(e), scale=float(b), exponent=float(c), points=len(x), rmse=rmse)
+        )
+    if not fits:
+        return None
+    good = min(f.rmse for f in fits) * 1.5 + 0.005
+    return min((f for f in fits if f.rmse <= good), key=lambda f: f.floor)
 
 
 class LearningCurve:

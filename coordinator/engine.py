@@ -36,6 +36,8 @@ class RoundRecord:
     aggregated: bool
     bytes_moved: int
     agent_seconds: float
+    examples: int = 0
+    """Examples trained into this round's aggregate."""
     note: str = ""
     plan: Mapping[str, Any] = field(default_factory=dict)
 
@@ -67,6 +69,8 @@ class JobProgress:
     bytes_moved: int = 0
     agent_seconds: float = 0.0
     status: str = "running"
+    infeasible_at_s: float | None = None
+    """Job time at which the planner declared the target out of reach (``None``: never)."""
     history: tuple[RoundRecord, ...] = ()
 
 
@@ -106,6 +110,8 @@ def stop_reason(progress: JobProgress, constraints: Constraints) -> StopReason |
     """Why the job must stop now, or ``None`` to run another round."""
     if progress.best_accuracy >= constraints.target_accuracy:
         return "reached"
+    if progress.infeasible_at_s is not None and constraints.on_infeasible == "stop":
+        return "infeasible"
     if progress.elapsed_s >= constraints.time_budget_s:
         return "time_budget"
     if constraints.max_rounds is not None and progress.round >= constraints.max_rounds:

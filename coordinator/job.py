@@ -33,7 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import JobConfigError
 
-__all__ = ["Constraints", "JobSpec", "ModelSpec", "RoundsSpec", "StrategySpec", "load_job"]
+__all__ = [
+    "Constraints",
+    "JobSpec",
+    "ModelSpec",
+    "PlannerSpec",
+    "RoundsSpec",
+    "StrategySpec",
+    "load_job",
+]
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,6 +81,32 @@ class RoundsSpec(BaseModel):
     wait_for_agents_s: float = Field(default=120.0, gt=0)
 
 
+class PlannerSpec(BaseModel):
+    """Who trains, how much, by when. ``uniform`` is classic FedAvg sampling; ``hyperfl`` plans to
+    the constraints (see :mod:`coordinator.hyperfl`); its participants, batch size and learning rate
+    come from ``[rounds]``."""
+
+    model_config = _Strict
+    name: Literal["uniform", "hyperfl"] = "uniform"
+    min_participants: int | None = Field(
+        default=None,
+        ge=1,
+        description="fewest participants when ahead (default: rounds.participants)",
+    )
+    max_participants: int = Field(default=30, ge=1)
+    max_local_epochs: float = Field(default=5.0, gt=0)
+    min_steps: int = Field(default=1, ge=1)
+    min_batch: int = Field(default=4, ge=1)
+    max_stretch: float = Field(default=5.0, ge=1)
+    safety: float = Field(default=0.8, gt=0, le=1)
+    min_deadline_s: float = Field(default=0.2, gt=0)
+    max_deadline_s: float = Field(default=60.0, gt=0)
+    explore_fraction: float = Field(default=0.2, ge=0, le=1)
+    fairness_rounds: int = Field(default=20, ge=1)
+    label_rounds: int = Field(default=5, ge=1)
+    infeasible_after: int = Field(default=3, ge=1)
+
+
 class Constraints(BaseModel):
     model_config = _Strict
     target_accuracy: float = Field(gt=0, le=1)
@@ -90,6 +124,7 @@ class JobSpec(BaseModel):
     model: ModelSpec = Field(default_factory=ModelSpec)
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     rounds: RoundsSpec = Field(default_factory=RoundsSpec)
+    planner: PlannerSpec = Field(default_factory=PlannerSpec)
     constraints: Constraints
 
     @model_validator(mode="after")

@@ -14,11 +14,12 @@ from typing import Any, Protocol
 
 from protocol import TrainConfig
 
-from .engine import JobProgress
+from .engine import JobProgress, RoundRecord
+from .fleet import RoundReplies
 from .job import JobSpec
 from .registry import AgentRecord
 
-__all__ = ["Planner", "RoundPlan", "UniformPlanner"]
+__all__ = ["Planner", "Prediction", "RoundPlan", "UniformPlanner", "agent_seed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,7 +35,36 @@ class RoundPlan:
     """What the planner wants monitors to see (predictions, reasons)."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prediction:
+    """What a planner expects: ``feasible`` is ``None`` until it knows enough to say."""
+
+    feasible: bool | None = None
+    time_to_target_s: float | None = None
+    rounds_to_target: int | None = None
+    accuracy_at_budget: float | None = None
+    asymptote: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 4)
+
+        return {
+            "feasible": self.feasible,
+            "predicted_time_to_target_s": r(self.time_to_target_s),
+            "predicted_rounds_to_target": self.rounds_to_target,
+            "predicted_accuracy_at_budget": r(self.accuracy_at_budget),
+            "predicted_asymptote": r(self.asymptote),
+        }
+
+
 class Planner(Protocol):
+    def observe(self, plan: RoundPlan, replies: RoundReplies, record: RoundRecord) -> None:
+        """Learn from the round just finished."""
+        ...
+
+    def prediction(self) -> Prediction: ...
+
     def plan(
         self,
         progress: JobProgress,
@@ -55,6 +85,12 @@ class UniformPlanner:
 
     def __init__(self, spec: JobSpec) -> None:
         self._spec = spec
+
+    def observe(self, plan: RoundPlan, replies: RoundReplies, record: RoundRecord) -> None:
+        return None
+
+    def prediction(self) -> Prediction:
+        return Prediction()
 
     def plan(
         self,

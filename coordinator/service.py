@@ -25,12 +25,13 @@ from .engine import JobProgress, RoundRecord, StopReason, advance, start, stop_r
 from .errors import StrategyError
 from .export import ExportReport, export_model
 from .fleet import Fleet
+from .hyperfl import HyperFLPlanner, HyperFLSettings
 from .job import JobSpec
 from .model import GlobalModel
 from .planner import Planner, RoundPlan, UniformPlanner
 from .strategies import ClientUpdate, Strategy, make_strategy
 
-__all__ = ["Coordinator", "JobOutcome"]
+__all__ = ["Coordinator", "JobOutcome", "make_planner"]
 
 _log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class Coordinator:
         self.holdout = holdout
         self.store = CheckpointStore(state_dir)
         self.out_dir = out_dir
-        self.planner: Planner = planner or UniformPlanner(spec)
+        self._planner = planner
         self.strategy = strategy or make_strategy(spec.strategy.name, **spec.strategy.params)
         self._on_round = on_round
         self._clock_base = 0.0
@@ -76,10 +77,21 @@ class Coordinator:
     def _elapsed(self) -> float:
         return self._clock_base + time.monotonic() - self._clock_start
 
+    @property
+    def planner(self) -> Planner:
+        if self._planner is None:
+            raise RuntimeError("the planner is made when the job starts")
+        return self._planner
+
     async def run(self) -> JobOutcome:
         spec = self.spec
         model = await asyncio.to_thread(GlobalModel, spec.model, self.holdout)
         progress = await self._resume_or_start(model)
+        if self._planner is None:
+            self._planner = make_planner(spec, model_bytes=model.num_parameters * 4)
+            replay = getattr(self._planner, "replay", None)
+            if replay is not None:
+                replay(progress)
         self._clock_base, self._clock_start = progress.elapsed_s, time.monotonic()
         if progress.status == "running":
             need = min(spec.rounds.min_agents, spec.rounds.participants)
@@ -205,10 +217,25 @@ class Coordinator:
             aggregated=weights is not progress.weights,
             bytes_moved=replies.bytes_sent + replies.bytes_received,
             agent_seconds=sum(replies.reply_s.values()) + duration * len(replies.failures),
+            examples=sum(r.num_examples for r in replies.results.values())
+            if weights is not progress.weights
+            else 0,
             note=note,
             plan=dict(plan.info),
         )
         progress = advance(progress, record, weights)
+        self.planner.observe(plan, replies, record)
+        prediction = self.planner.prediction()
+        message = ""
+        if prediction.feasible is False and progress.infeasible_at_s is None:
+            progress = dataclasses.replace(progress, infeasible_at_s=progress.elapsed_s)
+            message = (
+                f"target {self.spec.constraints.target_accuracy} looks unreachable within the "
+                f"{self.spec.constraints.time_budget_s:.0f}s budget: predicted accuracy at the end of "
+                f"the budget {prediction.accuracy_at_budget:.4f}; "
+                + ("stopping" if self.spec.constraints.on_infeasible == "stop" else "continuing")
+            )
+            _log.warning("job %s round %d: %s", self.spec.job_id, rnd, message)
         await asyncio.to_thread(self._save, progress)
         _log.info(
             "job %s round %d: accuracy %.4f (best %.4f), %d/%d results, %.1fs%s",
@@ -221,7 +248,7 @@ class Coordinator:
             duration,
             f" ({note})" if note else "",
         )
-        await self._publish(progress)
+        await self._publish(progress, message=message)
         return progress
 
     async def _publish(self, progress: JobProgress, *, message: str = "") -> None:
@@ -284,6 +311,34 @@ class Coordinator:
         except Exception as exc:
             _log.warning("job %s: could not publish the model reference: %s", self.spec.job_id, exc)
         return export, ref
+
+
+def make_planner(spec: JobSpec, *, model_bytes: int) -> Planner:
+    """The planner the job file names."""
+    if spec.planner.name == "uniform":
+        return UniformPlanner(spec)
+    p, r = spec.planner, spec.rounds
+    settings = HyperFLSettings(
+        participants=r.participants,
+        min_participants=min(p.min_participants or r.participants, r.participants),
+        max_participants=max(p.max_participants, r.participants),
+        batch_size=r.batch_size,
+        learning_rate=r.learning_rate,
+        max_local_epochs=p.max_local_epochs,
+        min_steps=p.min_steps,
+        min_batch=p.min_batch,
+        max_stretch=p.max_stretch,
+        safety=p.safety,
+        min_deadline_s=p.min_deadline_s,
+        max_deadline_s=min(p.max_deadline_s, r.round_timeout_s),
+        explore_fraction=p.explore_fraction,
+        fairness_rounds=p.fairness_rounds,
+        label_rounds=p.label_rounds,
+        target_accuracy=spec.constraints.target_accuracy,
+        infeasible_after=p.infeasible_after,
+        seed=spec.seed,
+    )
+    return HyperFLPlanner(settings, model_bytes=model_bytes)
 
 
 def _plain(value: Any) -> Any:

@@ -74,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--runtime", choices=["auto", "keras", "numpy"], default="auto")
     p.add_argument("--heartbeat-s", type=float, default=5.0)
+    p.add_argument("--emulate", action="store_true", help="behave like the device class says")
+    p.add_argument("--time-scale", type=float, default=1.0, help="emulated durations x this")
+    p.add_argument("--seed", type=int, default=0, help="emulation seed")
+    _common(p)
+
+    p = sub.add_parser("agents", help="run every agent of a fleet file in one process")
+    p.add_argument("--fleet", required=True, help="fleet name in firmware_configs/fleets or a path")
+    p.add_argument("--shards", required=True, type=Path, help="directory of agent-NNN.npz shards")
+    p.add_argument("--emulate", action="store_true", help="behave like the device classes say")
+    p.add_argument("--time-scale", type=float, default=1.0, help="emulated durations x this")
+    p.add_argument("--runtime", choices=["auto", "keras", "numpy"], default="numpy")
+    p.add_argument("--seed", type=int, default=0, help="shard assignment and emulation seed")
+    p.add_argument("--heartbeat-s", type=float, default=5.0)
+    p.add_argument("--report", type=Path, default=None, help="write emulation fidelity JSON here")
     _common(p)
 
     p = sub.add_parser("coordinator", help="run one federated job to its end")
@@ -93,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results/demo"))
     p.add_argument("--runtime", choices=["auto", "keras", "numpy"], default="auto")
     p.add_argument("--broker", default=None, help="use this running broker instead of starting one")
+    p.add_argument("--fleet", default=None, help="emulated fleet, e.g. mixed-50")
+    p.add_argument("--time-scale", type=float, default=1.0, help="emulated durations x this")
+    p.add_argument("--planner", choices=["uniform", "hyperfl"], default=None)
+    p.add_argument("--participants", type=int, default=10, help="first rounds' participants")
     p.add_argument("--prefix", default=_env("PREFIX", "hf/v1"))
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))
 
@@ -163,6 +181,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             settings = agent_settings(args)
             return _run_until_signal(lambda: run_agent(settings))
+        if args.command == "agents":
+            from .commands import fleet_settings
+            from .fleetrun import run_fleet
+
+            frun = fleet_settings(args)
+            return _run_until_signal(lambda: run_fleet(frun))
         if args.command == "coordinator":
             from .commands import coordinator_settings, run_coordinator
 

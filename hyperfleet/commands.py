@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.app import RuntimeChoice, create_agent, read_shard
-from agent.daemon import AgentSettings, mqtt_client
-from agent.device_class import DeviceClass, load_device_class
+from agent.daemon import AgentSettings, Emulator, mqtt_client
+from agent.device_class import DeviceClass, load_device_class, load_fleet
+from agent.emulation import DeviceEmulator
 from coordinator.job import JobSpec, load_job
 from coordinator.mqtt_fleet import open_mqtt_fleet
 from coordinator.service import Coordinator, JobOutcome
@@ -28,12 +29,14 @@ from protocol import (
 )
 
 from .errors import UsageError
+from .fleetrun import FleetRun, emulated_profile
 
 __all__ = [
     "AgentRun",
     "CoordinatorRun",
     "agent_settings",
     "coordinator_settings",
+    "fleet_settings",
     "outcome_json",
     "run_agent",
     "run_broker",
@@ -51,6 +54,7 @@ class AgentRun:
     device: DeviceClass
     shard: Shard
     runtime: RuntimeChoice
+    emulator: Emulator | None = None
 
 
 def agent_settings(args: argparse.Namespace) -> AgentRun:
@@ -59,6 +63,13 @@ def agent_settings(args: argparse.Namespace) -> AgentRun:
     except ProtocolError as exc:
         raise UsageError(str(exc)) from exc
     device = load_device_class(args.device_class)
+    if args.time_scale <= 0:
+        raise UsageError("--time-scale must be positive")
+    emulator = (
+        DeviceEmulator(device.emulation, seed=args.seed, time_scale=args.time_scale)
+        if args.emulate
+        else None
+    )
     return AgentRun(
         settings=AgentSettings(
             agent_id=args.agent_id,
@@ -66,17 +77,42 @@ def agent_settings(args: argparse.Namespace) -> AgentRun:
             device_class=device.name,
             topics=Topics(args.prefix),
             heartbeat_s=args.heartbeat_s,
-            profile=device.emulation.model_dump(),
+            profile=emulated_profile(device.emulation, args.time_scale)
+            if args.emulate
+            else device.emulation.model_dump(),
         ),
         device=device,
         shard=read_shard(args.data),
         runtime=args.runtime,
+        emulator=emulator,
+    )
+
+
+def fleet_settings(args: argparse.Namespace) -> FleetRun:
+    if args.time_scale <= 0:
+        raise UsageError("--time-scale must be positive")
+    return FleetRun(
+        fleet=load_fleet(args.fleet),
+        shards_dir=args.shards,
+        broker=parse_broker_url(args.broker),
+        topics=Topics(args.prefix),
+        emulate=args.emulate,
+        time_scale=args.time_scale,
+        runtime=args.runtime,
+        seed=args.seed,
+        heartbeat_s=args.heartbeat_s,
+        report=args.report,
     )
 
 
 async def run_agent(run: AgentRun) -> int:
     agent = create_agent(
-        run.settings, device=run.device, shard=run.shard, runtime=run.runtime, software=SOFTWARE
+        run.settings,
+        device=run.device,
+        shard=run.shard,
+        runtime=run.runtime,
+        software=SOFTWARE,
+        emulator=run.emulator,
     )
     _log.info(
         "agent %s (%s, %s trainer, %d examples) connecting to %s",

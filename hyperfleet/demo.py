@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.device_class import load_fleet
 from cloud.pipelines import load_digits, prepare_federated
 from protocol import JobState, ProtocolError, Topics, decode, parse_broker_url
 
@@ -47,6 +48,11 @@ class DemoSettings:
     prefix: str = "hf/v1"
     runtime: str = "auto"
     log_level: str = "WARNING"
+    fleet: str | None = None
+    """A fleet file: its agents run emulated in one process (see ``hyperfleet agents``)."""
+    time_scale: float = 1.0
+    planner: str = "uniform"
+    participants: int = 10
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoSettings:
@@ -56,6 +62,9 @@ class DemoSettings:
             raise UsageError("--target-accuracy must be in (0, 1]")
         if args.time_budget <= 0:
             raise UsageError("--time-budget must be positive")
+        if args.time_scale <= 0:
+            raise UsageError("--time-scale must be positive")
+        planner = args.planner or ("hyperfl" if args.fleet else "uniform")
         return cls(
             agents=args.agents,
             target_accuracy=args.target_accuracy,
@@ -67,10 +76,18 @@ class DemoSettings:
             prefix=args.prefix,
             runtime=args.runtime,
             log_level=args.log_level,
+            fleet=args.fleet,
+            time_scale=args.time_scale,
+            planner=planner,
+            participants=args.participants,
         )
 
 
-def _job_toml(s: DemoSettings, holdout: Path) -> str:
+def _job_toml(s: DemoSettings, holdout: Path, agents: int) -> str:
+    if s.fleet is None:  # a handful of real agents: everyone trains every round
+        participants, min_agents, timeout, epochs = agents, agents, 20.0, 2
+    else:  # an emulated fleet, some of it offline at any time
+        participants, min_agents, timeout, epochs = s.participants, max(1, agents // 2), 60.0, 1
     return f"""# Written by `hyperfleet demo`.
 job_id = "digits-demo"
 holdout = "{holdout.resolve()}"
@@ -83,14 +100,17 @@ hidden = [64, 32]
 [strategy]
 name = "fedavg"
 
+[planner]
+name = "{s.planner}"
+
 [rounds]
-participants = {s.agents}
+participants = {min(participants, agents)}
 min_results = 1
-round_timeout_s = 20
-local_epochs = 2
+round_timeout_s = {max(1.0, timeout * s.time_scale):g}
+local_epochs = {epochs}
 batch_size = 16
 learning_rate = 0.1
-min_agents = {s.agents}
+min_agents = {min_agents}
 wait_for_agents_s = {min(120.0, s.time_budget_s / 2):.0f}
 
 [constraints]
@@ -170,20 +190,16 @@ async def run_demo(s: DemoSettings) -> int:
             shutil.rmtree(out / child, ignore_errors=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    fleet = load_fleet(s.fleet) if s.fleet else None
+    agents = fleet.total if fleet else s.agents
     print(
-        f"preparing digits for {s.agents} agents (Dirichlet alpha {s.alpha}, 20% holdout)",
-        flush=True,
+        f"preparing digits for {agents} agents (Dirichlet alpha {s.alpha}, 20% holdout)", flush=True
     )
     layout = prepare_federated(
-        load_digits(),
-        agents=s.agents,
-        alpha=s.alpha,
-        holdout=0.2,
-        seed=s.seed,
-        out_dir=out / "data",
+        load_digits(), agents=agents, alpha=s.alpha, holdout=0.2, seed=s.seed, out_dir=out / "data"
     )
     job = out / "job.toml"
-    job.write_text(_job_toml(s, layout.holdout))
+    job.write_text(_job_toml(s, layout.holdout, agents))
     topics = Topics(s.prefix)
     with contextlib.ExitStack() as stack:
         if s.broker is None:
@@ -195,24 +211,24 @@ async def run_demo(s: DemoSettings) -> int:
         print(f"broker: {broker_kind} at {broker_url}", flush=True)
         procs = stack.enter_context(_processes())
         common = ["--broker", broker_url, "--prefix", s.prefix, "--log-level", "INFO"]
-        for i, shard in enumerate(layout.shards):
-            device = DEMO_CLASSES[i % len(DEMO_CLASSES)]
-            _spawn(
-                [
-                    "agent",
-                    "--id",
-                    f"agent-{i:03d}",
-                    "--data",
-                    str(shard),
-                    "--device-class",
-                    device,
-                    "--runtime",
-                    s.runtime,
-                    *common,
-                ],
-                out / "logs" / f"agent-{i:03d}.log",
-                procs,
-            )
+        if fleet is not None:
+            fleet_args = [
+                "agents",
+                "--fleet",
+                str(s.fleet),
+                "--shards",
+                str(layout.shards[0].parent),
+            ]
+            fleet_args += ["--emulate", "--time-scale", str(s.time_scale), "--seed", str(s.seed)]
+            fleet_args += ["--runtime", "numpy" if s.runtime == "auto" else s.runtime]
+            fleet_args += ["--report", str(out / "fidelity.json")]
+            _spawn([*fleet_args, *common], out / "logs" / "agents.log", procs)
+        else:
+            for i, shard in enumerate(layout.shards):
+                device = DEMO_CLASSES[i % len(DEMO_CLASSES)]
+                agent_args = ["agent", "--id", f"agent-{i:03d}", "--data", str(shard)]
+                agent_args += ["--device-class", device, "--runtime", s.runtime]
+                _spawn([*agent_args, *common], out / "logs" / f"agent-{i:03d}.log", procs)
         coordinator = _spawn(
             [
                 "coordinator",
@@ -228,7 +244,7 @@ async def run_demo(s: DemoSettings) -> int:
             procs,
         )
         print(
-            f"started {s.agents} agents and a coordinator; target {s.target_accuracy} within "
+            f"started {agents} agents and a coordinator ({s.planner} planner); target {s.target_accuracy} within "
             f"{s.time_budget_s:.0f}s (logs in {out / 'logs'})",
             flush=True,
         )
@@ -252,7 +268,16 @@ async def run_demo(s: DemoSettings) -> int:
         )
         return 1
     outcome = json.loads(outcome_path.read_text())
-    summary = _summary(s, outcome, wall_s, broker_kind, states)
+    summary = _summary(s, outcome, wall_s, broker_kind, states, agents)
+    fidelity = out / "fidelity.json"
+    if fleet is not None and fidelity.exists():  # the fleet process writes it as it stops
+        report = json.loads(fidelity.read_text())
+        summary["emulation"] = {
+            "fleet": fleet.name,
+            "time_scale": s.time_scale,
+            "replies": report["replies_total"],
+            "overrun_share": report["overrun_share"],
+        }
     from .cli import dump_json
 
     dump_json(out / "summary.json", summary)
@@ -275,6 +300,7 @@ def _summary(
     wall_s: float,
     broker_kind: str,
     states: list[tuple[float, JobState]],
+    agents: int,
 ) -> dict[str, Any]:
     return {
         "reached": outcome["reached"],
@@ -286,7 +312,9 @@ def _summary(
         "wall_s": wall_s,
         "job_elapsed_s": outcome["elapsed_s"],
         "time_budget_s": s.time_budget_s,
-        "agents": s.agents,
+        "agents": agents,
+        "planner": s.planner,
+        "infeasible_at_s": outcome.get("infeasible_at_s"),
         "alpha": s.alpha,
         "seed": s.seed,
         "broker": broker_kind,
