@@ -73,8 +73,9 @@ class AgentSettings:
     heartbeat_s: float = 5.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
-    upload_margin_s: float = 0.05
-    """Time kept back from an instruction's deadline for sending the reply."""
+    upload_margin_s: float = 0.01
+    """Time kept back from an instruction's deadline for sending the reply (emulated links are
+    accounted for by the emulator on top of this)."""
     profile: dict[str, float] = field(default_factory=dict)
     """Announced device facts (the device class's emulation table) that seed the coordinator."""
 

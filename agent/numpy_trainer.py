@@ -9,6 +9,7 @@ emulated agents in one process, train without paying TensorFlow's memory.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class DenseSpec:
     use_bias: tuple[bool, ...]
 
 
+@functools.lru_cache(maxsize=8)
 def parse_dense_model(model_json: str) -> DenseSpec:
     try:
         cfg = json.loads(model_json)
