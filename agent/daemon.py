@@ -22,6 +22,7 @@ import os
 import random
 import socket
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -168,6 +169,9 @@ class Agent:
         self._clock = clock
         self._topics = settings.topics
         self._id = settings.agent_id
+        # One MQTT session per daemon run: reconnects resume it (the broker queues our inbox
+        # meanwhile), while a restarted daemon, or a second one by mistake, never takes it over.
+        self._client_id = f"hf-agent-{self._id}-{uuid.uuid4().hex[:8]}"
         self._instructions: asyncio.Queue[Envelope] = asyncio.Queue()
         self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
         self._admission = Admission()
@@ -208,7 +212,7 @@ class Agent:
             )
             client = mqtt_client(
                 self.settings.broker,
-                identifier=f"hf-agent-{self._id}",
+                identifier=self._client_id,
                 will=will,
                 clean_session=False,  # the broker keeps our inbox while we are away
             )

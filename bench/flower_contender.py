@@ -69,7 +69,8 @@ _MARKER = "HYPERFLEET_FLOWER_RUN"
 _POLL_S = 0.5
 _MEMORY_EVERY_S = 2.0
 _STARTUP_BASE_S = 60.0
-_STARTUP_PER_NODE_S = 2.0
+# Each SuperNode is two Python processes (supernode + superexec) of ~2.5 CPU-s to start.
+_STARTUP_PER_NODE_S = 8.0
 
 
 class FlowerError(RuntimeError):
@@ -288,6 +289,7 @@ def run_flower(
     round_timeout_s: float,
     work_dir: Path,
     max_rounds: int = 1000,
+    startup_timeout_s: float | None = None,
     model_json: str | None = None,
     initial_weights: Sequence[npt.NDArray[Any]] | None = None,
 ) -> dict[str, Any]:
@@ -297,6 +299,8 @@ def run_flower(
     ``GlobalModel.config_json`` and ``.initial_weights``); when absent, the default ``ModelSpec()``
     is built here, which imports TensorFlow. ``time_budget_s`` counts from the start of round 1;
     the whole call also includes installing (once), starting the federation and tearing it down.
+    ``startup_timeout_s`` bounds the time from launching the SuperLink to round 1 (default:
+    60 s + 8 s per SuperNode).
 
     Raises:
         FlowerError: Flower could not be set up, or its run ended without results.
@@ -401,7 +405,11 @@ def run_flower(
                 "--stream",
             ],
         )
-        startup_allowance_s = _STARTUP_BASE_S + _STARTUP_PER_NODE_S * nodes
+        startup_allowance_s = (
+            startup_timeout_s
+            if startup_timeout_s is not None
+            else _STARTUP_BASE_S + _STARTUP_PER_NODE_S * nodes
+        )
         startup_deadline = time.monotonic() + startup_allowance_s
         run_deadline: float | None = None
         next_memory = 0.0

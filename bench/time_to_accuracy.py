@@ -104,7 +104,7 @@ def start_agents(
     args = [sys.executable, "-m", "hyperfleet", "agents", "--fleet", FLEET, "--shards", str(shards)]
     args += ["--emulate", "--time-scale", str(scale), "--seed", str(seed), "--runtime", "numpy"]
     args += ["--report", str(report), "--broker", broker_url, "--prefix", prefix]
-    args += ["--heartbeat-s", str(max(0.5, 5 * scale)), "--log-level", "WARNING"]
+    args += ["--heartbeat-s", str(max(0.5, 5 * scale)), "--log-level", "INFO"]
     with log.open("wb") as f:
         return subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -295,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 load_digits(), agents=50, alpha=0.5, holdout=0.2, seed=seed, out_dir=data
             )
             order = contenders + (["flower"] if args.flower else [])
-            for contender in order[seed % len(order) :] + order[: seed % len(order)]:
+            shift = seed % len(order) if order else 0
+            for contender in order[shift:] + order[:shift]:
                 print(f"seed {seed}: {contender} ...", flush=True)
                 if contender == "flower":
                     from flower_contender import run_flower  # type: ignore[import-not-found]

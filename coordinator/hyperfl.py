@@ -67,9 +67,9 @@ class HyperFLSettings:
     label_rounds: int = 5
     max_forced_fraction: float = 0.34
     target_accuracy: float = 0.9
-    infeasible_after: int = 3
+    infeasible_after: int = 2
     """Consecutive rounds the prediction must say "out of reach" before the job is told."""
-    verdict_after: int = 6
+    verdict_after: int = 4
     """Rounds of learning curve needed before any verdict on feasibility."""
     seed: int = 0
 
@@ -304,17 +304,16 @@ class HyperFLPlanner:
 
     def _predict_and_pace(self, record: RoundRecord) -> None:
         s = self.s
-        fit = self.curve.fit()
+        found = self.curve.optimistic(s.target_accuracy)
         budget_left = max(0.0, self._budget_left - record.duration_s)
-        if fit is None or not self._throughput:
+        if found is None or not self._throughput:
             self._prediction = Prediction()
             return
+        fit, need = found
         at_budget = fit.accuracy_at(self._compute + self._throughput * budget_left)
-        need = fit.work_to(s.target_accuracy)
-        if need is None:
-            time_needed = math.inf
-        else:
-            time_needed = max(0.0, need - self._compute) / self._throughput
+        time_needed = (
+            math.inf if need is None else max(0.0, need - self._compute) / self._throughput
+        )
         per_round = max(1.0, self._throughput * max(record.duration_s, 1e-3))
         rounds_needed = (
             math.ceil(max(0.0, need - self._compute) / per_round) if need is not None else None
@@ -324,13 +323,10 @@ class HyperFLPlanner:
             self.k = min(s.max_participants, self.k + 2)
         elif time_needed < 0.25 * budget_left:
             self.k = max(s.min_participants, self.k - 1)
-        # Infeasible when even the optimistic curve at the highest pace misses the budget.
-        best_case = (
-            time_needed * self.k / max(self.k, s.max_participants)
-            if math.isfinite(time_needed)
-            else math.inf
-        )
-        hopeless = need is None or best_case > budget_left
+        # Out of reach when even the most optimistic plausible curve, at the highest pace
+        # (throughput taken as proportional to participants), misses the budget.
+        speedup = max(self.k, s.max_participants) / max(1, self.k)
+        hopeless = need is None or time_needed / speedup > budget_left
         self._behind = self._behind + 1 if hopeless else 0
         enough = len(self.curve) >= s.verdict_after
         self._prediction = Prediction(

@@ -104,7 +104,8 @@ class PlannerSpec(BaseModel):
     explore_fraction: float = Field(default=0.2, ge=0, le=1)
     fairness_rounds: int = Field(default=20, ge=1)
     label_rounds: int = Field(default=5, ge=1)
-    infeasible_after: int = Field(default=3, ge=1)
+    infeasible_after: int = Field(default=2, ge=1)
+    verdict_after: int = Field(default=4, ge=2)
 
 
 class Constraints(BaseModel):

@@ -336,6 +336,7 @@ def make_planner(spec: JobSpec, *, model_bytes: int) -> Planner:
         label_rounds=p.label_rounds,
         target_accuracy=spec.constraints.target_accuracy,
         infeasible_after=p.infeasible_after,
+        verdict_after=p.verdict_after,
         seed=spec.seed,
     )
     return HyperFLPlanner(settings, model_bytes=model_bytes)

@@ -121,6 +121,8 @@ def mosquitto_config(*, port: int, bind: str, persistence_dir: Path | None) -> s
         "# Whole MQTT packet; payloads above 16 MiB travel by reference over HTTP.",
         f"max_packet_size {MAX_PACKET_SIZE}",
         "max_queued_messages 1000",
+        "# Agents keep a session per process run; forget ones that never come back.",
+        "persistent_client_expiration 1h",
         "max_inflight_messages 100",
         "set_tcp_nodelay true",
     ]
