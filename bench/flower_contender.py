@@ -69,6 +69,9 @@ _MARKER = "HYPERFLEET_FLOWER_RUN"
 _POLL_S = 0.5
 _MEMORY_EVERY_S = 2.0
 _STARTUP_BASE_S = 60.0
+_SUPERNODE_WAVE = 4
+_SUPERNODE_ATTEMPTS = 3
+_REGISTERED = b"SuperNode ID:"
 # Each SuperNode is two Python processes (supernode + superexec) of ~2.5 CPU-s to start.
 _STARTUP_PER_NODE_S = 8.0
 
@@ -145,8 +148,12 @@ class _ProcessTree:
     ) -> None:
         self.close()
 
+    def log_path(self, name: str) -> Path:
+        return self._log_dir / f"{name}.log"
+
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        with (self._log_dir / f"{name}.log").open("wb") as log:
+        """Start ``argv`` in a session of its own; output goes to ``<name>.log`` (appended)."""
+        with self.log_path(name).open("ab") as log:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -159,6 +166,13 @@ class _ProcessTree:
         self._started.append(proc)
         self.commands.append(argv)
         return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Kill one started process and its session (a SuperNode's SuperExec is in it)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self._started.remove(proc)
 
     def members(self) -> list[Any]:
         """Live processes of this run: those started here, their descendants, and any process
@@ -207,6 +221,64 @@ class _ProcessTree:
         for proc in self._started:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1.0)
+
+
+def _start_supernodes(
+    tree: _ProcessTree,
+    *,
+    bin_dir: Path,
+    superlink_port: int,
+    node_ports: list[int],
+    deadline: float,
+) -> None:
+    """Start one SuperNode per fleet member, a few at a time, restarting those that give up.
+
+    Started all at once on a small machine, SuperNodes time out registering with the busy
+    SuperLink; the retried registration is then refused as a duplicate and the SuperNode exits
+    (code 305). Waves of :data:`_SUPERNODE_WAVE` until each has logged its node id avoid that.
+    """
+    pending = list(range(len(node_ports)))
+    starting: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
+    attempts = [0] * len(node_ports)
+    while pending or starting:
+        while pending and len(starting) < _SUPERNODE_WAVE:
+            index = pending.pop(0)
+            attempts[index] += 1
+            log = tree.log_path(f"supernode-{index:03d}")
+            offset = log.stat().st_size if log.exists() else 0
+            proc = tree.start(
+                f"supernode-{index:03d}",
+                [
+                    str(bin_dir / "flower-supernode"),
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{superlink_port}",
+                    "--port",
+                    str(node_ports[index]),
+                    "--node-config",
+                    f"partition-id={index} num-partitions={len(node_ports)}",
+                ],
+            )
+            starting[index] = (proc, offset)
+        for index, (proc, offset) in list(starting.items()):
+            log = tree.log_path(f"supernode-{index:03d}")
+            with log.open("rb") as f:
+                f.seek(offset)
+                registered = _REGISTERED in f.read()
+            if registered:
+                del starting[index]
+            elif proc.poll() is not None:
+                del starting[index]
+                tree.stop(proc)
+                if attempts[index] >= _SUPERNODE_ATTEMPTS:
+                    raise FlowerError(
+                        f"SuperNode {index} exited {attempts[index]} times:\n{_tail(log)}"
+                    )
+                _log.info("SuperNode %d exited (%s); restarting it", index, proc.returncode)
+                pending.append(index)
+        if time.monotonic() > deadline:
+            raise FlowerError(f"{len(pending) + len(starting)} SuperNodes had not started in time")
+        time.sleep(0.2)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -379,20 +451,19 @@ def run_flower(
             ],
         )
         _wait_listening(superlink_port, superlink, timeout_s=_STARTUP_BASE_S)
-        for index, port in enumerate(node_ports):
-            tree.start(
-                f"supernode-{index:03d}",
-                [
-                    str(bin_dir / "flower-supernode"),
-                    "--insecure",
-                    "--superlink",
-                    f"127.0.0.1:{superlink_port}",
-                    "--port",
-                    str(port),
-                    "--node-config",
-                    f"partition-id={index} num-partitions={nodes}",
-                ],
-            )
+        startup_allowance_s = (
+            startup_timeout_s
+            if startup_timeout_s is not None
+            else _STARTUP_BASE_S + _STARTUP_PER_NODE_S * nodes
+        )
+        startup_deadline = time.monotonic() + startup_allowance_s
+        _start_supernodes(
+            tree,
+            bin_dir=bin_dir,
+            superlink_port=superlink_port,
+            node_ports=node_ports,
+            deadline=startup_deadline,
+        )
         flwr_run = tree.start(
             "flwr-run",
             [
@@ -405,12 +476,6 @@ def run_flower(
                 "--stream",
             ],
         )
-        startup_allowance_s = (
-            startup_timeout_s
-            if startup_timeout_s is not None
-            else _STARTUP_BASE_S + _STARTUP_PER_NODE_S * nodes
-        )
-        startup_deadline = time.monotonic() + startup_allowance_s
         run_deadline: float | None = None
         next_memory = 0.0
         results: dict[str, Any] | None = None
