@@ -60,9 +60,9 @@ class DeviceEmulator(Emulator):
     # ---------------------------------------------------------------- availability
 
     def _spell(self, online: bool, *, first: bool = False) -> float:
-        mean = self._mean_on if online else self._mean_off
-        if mean <= 0:
+        if self._mean_off <= 0:  # availability 1: online for good (offline only to come back)
             return math.inf if online else 0.0
+        mean = self._mean_on if online else self._mean_off
         # The first spell is a residual life: exponential spells are memoryless, so same law.
         return self._rng.expovariate(1.0 / mean)
 

@@ -7,9 +7,10 @@ localhost:
 1. ``bench/.venv-flower``: a venv of its own with ``flwr==1.42.0`` and hyperfleet installed
    editable without dependencies (plus the few its agent modules import). Flower's grpcio and
    protobuf pins never meet the main venv's TensorFlow.
-2. ``flower-superlink --insecure --host 127.0.0.1 --port P --disable-runtime-dependency-installation``
-   (one port serves the Fleet, Control and ServerAppIo APIs in 1.42; runtime installation of app
-   dependencies is on by default and would run ``uv sync``).
+2. ``flower-superlink --insecure --host 127.0.0.1 --port P
+   --disable-runtime-dependency-installation``: one port serves the Fleet, Control and ServerAppIo
+   APIs in 1.42; installing app dependencies at run time is on by default and would run
+   ``uv sync``.
 3. One ``flower-supernode --insecure --superlink 127.0.0.1:P --port Q_i --node-config
    'partition-id=i num-partitions=n'`` per fleet member (each SuperNode needs its own ClientAppIo
    port and starts its own ``flower-superexec``, which starts a fresh ``flwr-clientapp`` process
@@ -319,10 +320,10 @@ def _write_flower_config(flwr_home: Path, port: int) -> None:
     )
 
 
-def _default_model(holdout: Path) -> tuple[str, list[npt.NDArray[np.float32]]]:
-    """The job's default model (``ModelSpec()``: 64-32-10 ReLU MLP, seed 0) built by hyperfleet."""
+def _default_model(holdout: Path, seed: int) -> tuple[str, list[npt.NDArray[np.float32]]]:
+    """The benchmark job's model, ``ModelSpec(hidden=[64, 32], seed=seed)``, built by hyperfleet."""
     read_shard = importlib.import_module("agent.app").read_shard
-    spec = importlib.import_module("coordinator.job").ModelSpec()
+    spec = importlib.import_module("coordinator.job").ModelSpec(hidden=[64, 32], seed=seed)
     model = importlib.import_module("coordinator.model").GlobalModel(spec, read_shard(holdout))
     return str(model.config_json), [np.asarray(w, dtype=np.float32) for w in model.initial_weights]
 
@@ -368,9 +369,10 @@ def run_flower(
     """Train the job with Flower's own FedAvg on Flower's deployment runtime; see the module.
 
     ``model_json`` and ``initial_weights`` are the job's Keras config and initial weights (pass
-    ``GlobalModel.config_json`` and ``.initial_weights``); when absent, the default ``ModelSpec()``
-    is built here, which imports TensorFlow. ``time_budget_s`` counts from the start of round 1;
-    the whole call also includes installing (once), starting the federation and tearing it down.
+    ``GlobalModel.config_json`` and ``.initial_weights``); when absent, the benchmark job's model
+    ``ModelSpec(hidden=[64, 32], seed=seed)`` is built here, which imports TensorFlow.
+    ``time_budget_s`` counts from the start of round 1; the whole call also includes installing
+    (once), starting the federation and tearing it down.
     ``startup_timeout_s`` bounds the time from launching the SuperLink to round 1 (default:
     60 s + 8 s per SuperNode).
 
@@ -395,7 +397,7 @@ def run_flower(
     results_path = work_dir / "results.json"
 
     if model_json is None or initial_weights is None:
-        model_json, initial_weights = _default_model(Path(holdout))
+        model_json, initial_weights = _default_model(Path(holdout), seed)
     model_json_path = work_dir / "model.json"
     model_json_path.write_text(model_json)
     weights_path = work_dir / "initial-weights.npz"
@@ -557,6 +559,7 @@ def _summarise(
         "startup_s": float(first) - launched_at if first is not None else None,
         "round_sampled": results["round_sampled"],
         "round_replies": results["round_replies"],
+        "round_pickup_s": results["round_pickup_s"],
         "agent_compute_seconds": float(results["agent_compute_seconds"]),
         "initial_accuracy": results["initial_accuracy"],
         "stop_reason": results["stop_reason"] or "stopped from outside",

@@ -2,9 +2,12 @@
 
 1. **codec**: ``encode`` + ``decode`` of an envelope holding a 10 MiB ``TrainRes`` against one plain
    copy of the same 10 MiB (``bytearray(raw)``). ``ratio = copy / codec`` (target >= 0.5).
-2. **noop_round**: 50 real :class:`agent.daemon.Agent` daemons in this process, each with its own
-   MQTT connection to a real Mosquitto and a trainer that answers at once; an ``MqttFleet`` runs
-   rounds with all 50 (quorum 50). Wall time of ``fleet.train()`` (target p50 <= 50 ms).
+2. **noop_round**: 50 real :class:`agent.daemon.Agent` daemons, each with its own MQTT connection
+   to a real Mosquitto and a trainer that answers at once; an ``MqttFleet`` runs rounds with all 50
+   (quorum 50). Wall time of ``fleet.train()`` (target p50 <= 50 ms). Two contenders, rounds
+   interleaved: *agents in a child process* (this script with ``--serve-agents``; the measuring
+   process runs only the fleet, as a coordinator with remote devices does) and *agents
+   in-process* (the agents share the fleet's event loop: coordinator and agents on one loop).
 3. **fanout**: a 10 MiB model to 20 subscribers. hyperfleet: the fleet's own send path
    (``MqttFleet._send``: encode one envelope per inbox, publish QoS 1) until all 20 subscribers have
    received *and decoded* it. raw: a bare paho-mqtt client on the same event loop publishing the
@@ -56,7 +59,8 @@ if TYPE_CHECKING:
 # package. Hence the repository root goes first on the path, bench/ comes off it, and hyperfleet's
 # modules are loaded by name: to the type checker they are `Any`; everything of the bench's own is
 # typed.
-_BENCH_DIR = Path(__file__).resolve().parent
+_SCRIPT = Path(__file__).resolve()
+_BENCH_DIR = _SCRIPT.parent
 _ROOT = _BENCH_DIR.parent
 sys.path[:] = [str(_ROOT)] + [p for p in sys.path if Path(p or os.curdir).resolve() != _BENCH_DIR]
 
@@ -227,6 +231,14 @@ def _agent(agent_id: str, broker: Any, prefix: str) -> Any:
     return daemon.Agent(settings=settings, trainer=NoopTrainer(), capabilities=caps, num_examples=1)
 
 
+def _noop_ids(count: int) -> list[str]:
+    return [f"noop-{i:03d}" for i in range(count)]
+
+
+def _noop_agents(count: int, broker: Any, prefix: str) -> list[Any]:
+    return [_agent(agent_id, broker, prefix) for agent_id in _noop_ids(count)]
+
+
 @contextlib.asynccontextmanager
 async def running_agents(agents: Sequence[Any], *, timeout: float = 60.0) -> AsyncIterator[None]:
     """Run ``agents`` in a task group for the block, once every one is connected."""
@@ -243,70 +255,183 @@ async def running_agents(agents: Sequence[Any], *, timeout: float = 60.0) -> Asy
                 agent.stop()
 
 
+async def serve_agents(count: int, broker_url: str, prefix: str) -> None:
+    """The agents' side of the no-op round, run as its own process (``--serve-agents``).
+
+    Runs ``count`` no-op agents, writes ``ready <count>`` on stdout once every one is connected,
+    and stops them cleanly when stdin closes: when the benchmark is done, or gone.
+    """
+    agents = _noop_agents(count, wire.parse_broker_url(broker_url), prefix)
+    stdin = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin
+    )
+    async with running_agents(agents):
+        sys.stdout.write(f"ready {count}\n")
+        sys.stdout.flush()
+        await stdin.read()
+
+
+@contextlib.asynccontextmanager
+async def agents_in_child(
+    count: int, broker_url: str, prefix: str, *, timeout: float = 60.0
+) -> AsyncIterator[psutil.Process]:
+    """Run ``count`` no-op agents in a child process (this script, ``--serve-agents``)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(_SCRIPT),
+        "--serve-agents",
+        str(count),
+        "--broker",
+        broker_url,
+        "--prefix",
+        prefix,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        async with asyncio.timeout(timeout):
+            line = await child.stdout.readline()
+        if line.split() != [b"ready", str(count).encode()]:
+            raise RuntimeError(f"the agent process did not start: it said {line!r}")
+        yield psutil.Process(child.pid)
+    finally:
+        child.stdin.close()  # the child's signal to stop its agents and exit
+        try:
+            async with asyncio.timeout(15):
+                await child.wait()
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+
+
 def _cpu_s(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return float(t.user + t.system)
 
 
+@dataclass(slots=True)
+class RoundContender:
+    """One way of running the 50 agents, its fleet, and what its measured rounds cost."""
+
+    key: str
+    label: str
+    fleet: Any
+    agent_process: psutil.Process | None
+    """The process the agents run in; ``None``: this one, with the fleet."""
+    round_s: list[float] = field(default_factory=list)
+    failures: int = 0
+    cpu_s: dict[str, float] = field(
+        default_factory=lambda: {"coordinator": 0.0, "agents": 0.0, "broker": 0.0}
+    )
+
+    def report(self, plan: Plan) -> dict[str, Any]:
+        ms = summary_ms(self.round_s)
+
+        def per_round(seconds: float) -> float:
+            return round(seconds / plan.rounds * 1e3, 1)
+
+        return {
+            "label": self.label,
+            "agents_in": "child process" if self.agent_process else "coordinator process",
+            "p50_ms": ms["median"],
+            "p95_ms": ms["p95"],
+            "round_ms": ms,
+            "failures": self.failures,
+            "coordinator_process_cpu_ms_per_round": per_round(self.cpu_s["coordinator"]),
+            "agent_process_cpu_ms_per_round": (
+                per_round(self.cpu_s["agents"]) if self.agent_process else None
+            ),
+            "broker_cpu_ms_per_round": per_round(self.cpu_s["broker"]),
+            "met": ms["median"] <= ROUND_TARGET_MS,
+            "samples_ms": [round(s * 1e3, 3) for s in self.round_s],
+        }
+
+
+_ROUND_SETTLE_S = 0.05
+"""Pause after each round, outside its wall time: the round's tail drains before the next one."""
+
+
+async def _noop_round(
+    contender: RoundContender, rnd: int, *, reference: Any, measured: bool, broker: psutil.Process
+) -> None:
+    """One round with all agents of ``contender``; timed, and its CPU charged, when ``measured``."""
+    me = psutil.Process()
+    procs = {"coordinator": me, "agents": contender.agent_process or me, "broker": broker}
+    gc.collect()
+    deadline = time.time() + 30.0
+    ins = wire.TrainIns(
+        model="{}", weights=reference, config=wire.TrainConfig(local_steps=1), deadline=deadline
+    )
+    instructions = dict.fromkeys(_noop_ids(NOOP_AGENTS), ins)
+    cpu0 = {k: _cpu_s(p) for k, p in procs.items()}
+    t0 = time.perf_counter()
+    replies = await contender.fleet.train(
+        job_id="noop",
+        round=rnd,
+        instructions=instructions,
+        reference=reference,
+        quorum=NOOP_AGENTS,
+        deadline=deadline,
+    )
+    elapsed = time.perf_counter() - t0
+    # The round's tail (PUBACKs of the replies, the agents' bookkeeping) drains here: charged to
+    # this round's CPU, not to its wall time, and not to the next round, the other contender's.
+    await asyncio.sleep(_ROUND_SETTLE_S)
+    cpu1 = {k: _cpu_s(p) for k, p in procs.items()}
+    if replies.failures:
+        _log.warning("%s round %d: %d failures", contender.key, rnd, len(replies.failures))
+    if measured:
+        contender.round_s.append(elapsed)
+        contender.failures += len(replies.failures)
+        for k in procs:
+            contender.cpu_s[k] += cpu1[k] - cpu0[k]
+
+
 async def bench_noop_round(plan: Plan, broker: Any) -> dict[str, Any]:
     address = wire.parse_broker_url(broker.url)
-    prefix = f"bench/{uuid.uuid4().hex[:8]}/hf/v1"
-    ids = [f"noop-{i:03d}" for i in range(NOOP_AGENTS)]
+    run = uuid.uuid4().hex[:8]
+    child_prefix, local_prefix = f"bench/{run}/child/hf/v1", f"bench/{run}/local/hf/v1"
     reference = (np.zeros((10, 10), dtype=np.float32), np.zeros((10, 10), dtype=np.float32))
-    agents = [_agent(a, address, prefix) for a in ids]
-    me, mosquitto = psutil.Process(), psutil.Process(broker.process.pid)
-    round_s: list[float] = []
-    failures = 0
+    mosquitto = psutil.Process(broker.process.pid)
     async with (
-        running_agents(agents),
-        mqtt_fleet.open_mqtt_fleet(broker=address, topics=wire.Topics(prefix)) as fleet,
+        agents_in_child(NOOP_AGENTS, broker.url, child_prefix) as agent_process,
+        running_agents(_noop_agents(NOOP_AGENTS, address, local_prefix)),
+        mqtt_fleet.open_mqtt_fleet(broker=address, topics=wire.Topics(child_prefix)) as fleet_c,
+        mqtt_fleet.open_mqtt_fleet(broker=address, topics=wire.Topics(local_prefix)) as fleet_l,
     ):
-        seen = await fleet.wait_for_agents(NOOP_AGENTS, timeout=30)
-        if seen != NOOP_AGENTS:
-            raise RuntimeError(f"only {seen} of {NOOP_AGENTS} agents announced themselves")
-        cpu0 = (_cpu_s(me), _cpu_s(mosquitto))
+        contenders = [
+            RoundContender(
+                key="separate_process",
+                label="agents in a child process",
+                fleet=fleet_c,
+                agent_process=agent_process,
+            ),
+            RoundContender(
+                key="in_process", label="agents in-process", fleet=fleet_l, agent_process=None
+            ),
+        ]
+        for c in contenders:
+            seen = await c.fleet.wait_for_agents(NOOP_AGENTS, timeout=30)
+            if seen != NOOP_AGENTS:
+                raise RuntimeError(f"{c.key}: only {seen} of {NOOP_AGENTS} agents announced")
+        await asyncio.sleep(_ROUND_SETTLE_S)
         for rnd in range(1, plan.round_warmup + plan.rounds + 1):
-            if rnd == plan.round_warmup + 1:
-                cpu0 = (_cpu_s(me), _cpu_s(mosquitto))
-            deadline = time.time() + 30.0
-            ins = wire.TrainIns(
-                model="{}",
-                weights=reference,
-                config=wire.TrainConfig(local_steps=1),
-                deadline=deadline,
-            )
-            instructions = dict.fromkeys(ids, ins)
-            t0 = time.perf_counter()
-            replies = await fleet.train(
-                job_id="noop",
-                round=rnd,
-                instructions=instructions,
-                reference=reference,
-                quorum=NOOP_AGENTS,
-                deadline=deadline,
-            )
-            elapsed = time.perf_counter() - t0
-            if rnd > plan.round_warmup:
-                round_s.append(elapsed)
-                failures += len(replies.failures)
-            if replies.failures:
-                _log.warning("round %d: %d failures", rnd, len(replies.failures))
-        cpu1 = (_cpu_s(me), _cpu_s(mosquitto))
-    ms = summary_ms(round_s)
+            measured = rnd > plan.round_warmup
+            for c in contenders if rnd % 2 else contenders[::-1]:
+                await _noop_round(c, rnd, reference=reference, measured=measured, broker=mosquitto)
+    reports = {c.key: c.report(plan) for c in contenders}
     return {
         "agents": NOOP_AGENTS,
         "model_bytes": sum(w.nbytes for w in reference),
         "warmup_rounds": plan.round_warmup,
         "rounds": plan.rounds,
-        "p50_ms": ms["median"],
-        "p95_ms": ms["p95"],
-        "round_ms": ms,
-        "failures": failures,
-        "process_cpu_ms_per_round": round((cpu1[0] - cpu0[0]) / plan.rounds * 1e3, 1),
-        "broker_cpu_ms_per_round": round((cpu1[1] - cpu0[1]) / plan.rounds * 1e3, 1),
+        "settle_ms": _ROUND_SETTLE_S * 1e3,
         "target_p50_ms": ROUND_TARGET_MS,
-        "met": ms["median"] <= ROUND_TARGET_MS,
-        "samples_ms": [round(s * 1e3, 3) for s in round_s],
+        "contenders": reports,
+        "met": reports["separate_process"]["met"],
     }
 
 
@@ -609,13 +734,19 @@ def chart(results: dict[str, Any], path: Path) -> None:
         f"copy/codec = {codec['ratio']:.2f} (target >= {codec['target']})"
     )
     ax = axes[1]
-    ax.boxplot([noop["samples_ms"]], tick_labels=[f"{noop['agents']} agents"], showfliers=True)
+    sep, inp = noop["contenders"]["separate_process"], noop["contenders"]["in_process"]
+    ax.boxplot(
+        [sep["samples_ms"], inp["samples_ms"]],
+        tick_labels=["agents in a\nchild process", "agents\nin-process"],
+        showfliers=True,
+    )
     ax.axhline(noop["target_p50_ms"], color="tab:red", linestyle="--", label="target p50")
     ax.set_ylabel("ms")
     ax.legend(loc="upper right")
     ax.set_title(
-        f"no-op round wall time ({noop['rounds']} rounds)\n"
-        f"p50 {noop['p50_ms']:.1f} ms, p95 {noop['p95_ms']:.1f} ms"
+        f"no-op round, {noop['agents']} agents ({noop['rounds']} rounds each)\n"
+        f"p50 {sep['p50_ms']:.1f} / {inp['p50_ms']:.1f} ms, "
+        f"p95 {sep['p95_ms']:.1f} / {inp['p95_ms']:.1f} ms"
     )
     ax = axes[2]
     ax.boxplot(
@@ -661,13 +792,16 @@ def table(results: dict[str, Any]) -> str:
             "",
             "",
         ),
-        (
-            f"no-op round x{noop['agents']}",
-            "fleet.train",
-            f"{noop['p50_ms']:.1f}",
-            f"{noop['p95_ms']:.1f}",
-            f"p50 <= {noop['target_p50_ms']:.0f} ms",
-            verdict(noop["met"]),
+        *(
+            (
+                f"no-op round x{noop['agents']}" if i == 0 else "",
+                c["label"],
+                f"{c['p50_ms']:.1f}",
+                f"{c['p95_ms']:.1f}",
+                f"p50 <= {noop['target_p50_ms']:.0f} ms",
+                verdict(c["met"]),
+            )
+            for i, c in enumerate(noop["contenders"].values())
         ),
         (
             f"fan-out 10 MiB x{fan['agents']}",
@@ -680,10 +814,19 @@ def table(results: dict[str, Any]) -> str:
         ("", "raw paho", f"{fan['raw_ms']['median']:.1f}", f"{fan['raw_ms']['p95']:.1f}", "", ""),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
+    lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
-    )
+    ]
+    for c in noop["contenders"].values():
+        agents = c["agent_process_cpu_ms_per_round"]
+        lines.append(
+            f"no-op round CPU per round, {c['label']}: "
+            f"coordinator process {c['coordinator_process_cpu_ms_per_round']:.1f} ms, "
+            + (f"agent process {agents:.1f} ms, " if agents is not None else "")
+            + f"broker {c['broker_cpu_ms_per_round']:.1f} ms"
+        )
+    return "\n".join(lines)
 
 
 async def bench_broker(plan: Plan) -> dict[str, Any]:
@@ -705,11 +848,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="folder for protocol.json and protocol.png "
         "(default: bench/results for a full run; nothing for --quick)",
     )
+    parser.add_argument(
+        "--serve-agents",
+        type=int,
+        metavar="N",
+        default=None,
+        help="internal: run N no-op agents (for the no-op round) until stdin closes",
+    )
+    parser.add_argument("--broker", help="with --serve-agents: the broker URL")
+    parser.add_argument("--prefix", help="with --serve-agents: the topic prefix")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # aiomqtt (logger "mqtt") warns on every publish while more than 10 await their PUBACK; the
-    # fleet sends a whole round at once, so each 50-agent round would print 40 such lines.
-    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    if args.serve_agents is not None:
+        if not (args.broker and args.prefix):
+            parser.error("--serve-agents needs --broker and --prefix")
+        asyncio.run(serve_agents(args.serve_agents, args.broker, args.prefix))
+        return 0
     plan = Plan.quick() if args.quick else Plan.full()
     out: Path | None = args.out or (None if args.quick else _BENCH_DIR / "results")
     started = time.perf_counter()

@@ -58,34 +58,43 @@ class CurveFit:
 
 
 def _fits(x: np.ndarray, err: np.ndarray, w: np.ndarray) -> list[CurveFit]:
-    """The fits, one per exponent, that are about as good as the best one."""
-    fits: list[CurveFit] = []
-    sw = np.sqrt(w)
+    """The fits, one per (exponent, offset), that are about as good as the best one.
+
+    Every candidate is a weighted two-parameter least-squares problem, solved in closed form for
+    all candidates at once (one array operation, not hundreds of ``lstsq`` calls)."""
     median = float(np.median(x))
-    for x0 in (f * median for f in _OFFSETS):
-        for c in _EXPONENTS:
-            z = (x + x0) ** -c
-            design = np.stack([np.ones_like(z), z], axis=1) * sw[:, None]
-            (e, b), *_ = np.linalg.lstsq(design, err * sw, rcond=None)
-            if e < 0:  # the floor cannot be negative: refit the scale alone
-                e = 0.0
-                b = float(np.sum(w * z * err) / max(np.sum(w * z * z), 1e-12))
-            if b < 0:  # error must not rise with compute: a flat curve at the weighted mean
-                e, b = float(np.sum(w * err) / np.sum(w)), 0.0
-            resid = err - (e + b * z)
-            rmse = float(math.sqrt(np.sum(w * resid**2) / np.sum(w)))
-            fits.append(
-                CurveFit(
-                    floor=float(e),
-                    scale=float(b),
-                    exponent=float(c),
-                    points=len(x),
-                    rmse=rmse,
-                    offset=x0,
-                )
-            )
-    good = min(f.rmse for f in fits) * 1.5 + 0.005
-    return [f for f in fits if f.rmse <= good]
+    offsets = np.asarray(_OFFSETS) * median
+    grid_c = np.repeat(_EXPONENTS, len(offsets))
+    grid_x0 = np.tile(offsets, len(_EXPONENTS))
+    z = (x[None, :] + grid_x0[:, None]) ** -grid_c[:, None]  # [candidates, points]
+    sw, swz, swzz = w.sum(), z @ w, (z * z) @ w
+    swe, swze = float(w @ err), (z * err) @ w
+    det = sw * swzz - swz * swz
+    safe = np.where(np.abs(det) > 1e-18, det, 1.0)
+    b = np.where(np.abs(det) > 1e-18, (sw * swze - swz * swe) / safe, 0.0)
+    e = (swe - b * swz) / sw
+    # The floor cannot be negative: refit the scale alone.
+    neg_e = e < 0
+    b = np.where(neg_e, swze / np.maximum(swzz, 1e-12), b)
+    e = np.where(neg_e, 0.0, e)
+    # Error must not rise with compute: a flat curve at the weighted mean.
+    neg_b = b < 0
+    e = np.where(neg_b, swe / sw, e)
+    b = np.where(neg_b, 0.0, b)
+    resid = err[None, :] - (e[:, None] + b[:, None] * z)
+    rmse = np.sqrt((resid * resid) @ w / sw)
+    good = float(rmse.min()) * 1.5 + 0.005
+    return [
+        CurveFit(
+            floor=float(e[i]),
+            scale=float(b[i]),
+            exponent=float(grid_c[i]),
+            points=len(x),
+            rmse=float(rmse[i]),
+            offset=float(grid_x0[i]),
+        )
+        for i in np.flatnonzero(rmse <= good)
+    ]
 
 
 class LearningCurve:

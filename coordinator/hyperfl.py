@@ -170,15 +170,19 @@ class HyperFLPlanner:
             return RoundPlan(participants=(), configs={}, timeout_s=0.0, quorum=0, min_results=1)
         losses = [p.loss for p in cands if p.loss is not None]
         mean_loss = sum(losses) / len(losses) if losses else 1.0
-        deadline = self._choose_deadline(cands, k, budget_left_s, mean_loss)
+        # Work is sized to the deadline, so it must not outlast the budget (the timeout cannot).
+        deadline = min(self._choose_deadline(cands, k, budget_left_s, mean_loss), budget_left_s)
 
         chosen: dict[str, str] = {}  # agent id -> why
-        forced = self._forced(cands, rnd, max(1, int(s.max_forced_fraction * k)))
+        cap = min(budget_left_s, s.max_deadline_s, deadline * s.max_stretch)
+        # Only agents whose least work fits the longest stretch can be forced in: the others
+        # would be sent work that their own profile says misses the timeout.
+        servable = [p for p in cands if _work(p, max(deadline, cap), s, self._cap(p))[0] >= 1]
+        forced = self._forced(servable, rnd, max(1, int(s.max_forced_fraction * k)))
         for p in forced:
             chosen[p.agent_id] = "fairness"
         if forced:  # stretch the deadline for the forced agents' batch, within bounds
             need = max((p.comm_s + s.batch_size / p.train_rate) / s.safety for p in forced)
-            cap = min(budget_left_s, s.max_deadline_s, deadline * s.max_stretch)
             deadline = max(deadline, min(need, cap))
         eligible = [
             p

@@ -12,7 +12,7 @@ then smoothed towards what rounds show (exponentially weighted, ``alpha`` per ob
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from protocol import Hello
@@ -74,7 +74,7 @@ class ProfileBook:
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._profiles
 
-    def __iter__(self) -> Iterable[AgentProfile]:
+    def __iter__(self) -> Iterator[AgentProfile]:
         return iter(self._profiles.values())
 
     def ensure(self, agent_id: str, hello: Hello) -> AgentProfile:

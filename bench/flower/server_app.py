@@ -82,6 +82,7 @@ class RoundLog:
             "round_device_s": [],
             "round_sampled": [],
             "round_replies": [],
+            "round_pickup_s": [],
             "agent_seconds": 0.0,
             "agent_compute_seconds": 0.0,
             "bytes_moved": 0,
@@ -124,6 +125,9 @@ class RoundLog:
         r["round_device_s"].append(max(device, default=0.0))
         r["round_sampled"].append(self._sampled)
         r["round_replies"].append(len(replies))
+        r["round_pickup_s"].append(
+            max((reply.get("pickup-s", 0.0) for reply in replies), default=0.0)
+        )
         r["agent_seconds"] += sum(device)
         r["agent_compute_seconds"] += sum(reply.get("compute-s", 0.0) for reply in replies)
         r["bytes_moved"] += (self._sampled + len(replies)) * self._model_bytes
