@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -279,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--infeasible", action="store_true", help="also run infeasible budgets")
     p.add_argument("--work", type=Path, default=Path("/tmp/hyperfleet-bench-tta"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--name", default="time_to_accuracy", help="output file stem")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -299,8 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for contender in order[shift:] + order[:shift]:
                 print(f"seed {seed}: {contender} ...", flush=True)
                 if contender == "flower":
-                    from flower_contender import run_flower  # type: ignore[import-not-found]
-
+                    run_flower = importlib.import_module("bench.flower_contender").run_flower
                     result = run_flower(
                         seed=seed,
                         shards_dir=data / "shards",
