@@ -70,6 +70,8 @@ class HyperFLSettings:
     infeasible_after: int = 2
     """Consecutive rounds the prediction must say "out of reach" before the job is told."""
     verdict_after: int = 4
+    verdict_margin: float = 0.04
+    """How far below the target the optimistic accuracy at the end of the budget must fall."""
     """Rounds of learning curve needed before any verdict on feasibility."""
     seed: int = 0
 
@@ -330,7 +332,12 @@ class HyperFLPlanner:
         # Out of reach when even the most optimistic plausible curve, at the highest pace
         # (throughput taken as proportional to participants), misses the budget.
         speedup = max(self.k, s.max_participants) / max(1, self.k)
-        hopeless = need is None or time_needed / speedup > budget_left
+        best_at_budget = fit.accuracy_at(self._compute + self._throughput * speedup * budget_left)
+        # Both readings must agree, and the accuracy reachable at full pace must fall clearly
+        # short: early curves are uncertain and a wrong "out of reach" is worse than a late one.
+        hopeless = (need is None or time_needed / speedup > budget_left) and (
+            best_at_budget < s.target_accuracy - s.verdict_margin
+        )
         self._behind = self._behind + 1 if hopeless else 0
         enough = len(self.curve) >= s.verdict_after
         self._prediction = Prediction(

@@ -337,6 +337,7 @@ def make_planner(spec: JobSpec, *, model_bytes: int) -> Planner:
         target_accuracy=spec.constraints.target_accuracy,
         infeasible_after=p.infeasible_after,
         verdict_after=p.verdict_after,
+        verdict_margin=p.verdict_margin,
         seed=spec.seed,
     )
     return HyperFLPlanner(settings, model_bytes=model_bytes)
