@@ -18,7 +18,7 @@ fit in an hour; device time is scaled, runtime overheads are not. Results report
 device seconds (wall / scale) and, for Flower, its per-round runtime overhead apart from the
 emulated device time. Infeasible budgets are run for (a) too: how early the planner says so.
 
-Writes ``bench/results/time_to_accuracy.json`` and ``time_to_accuracy.png``.
+Writes ``bench/results/<name>.json`` and ``<name>.png`` (``--name``, default ``time_to_accuracy``).
 """
 
 from __future__ import annotations
@@ -409,10 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "time_to_accuracy.json").write_text(
-        json.dumps(result, indent=2, sort_keys=True) + "\n"
-    )
-    plot(runs, args.out / "time_to_accuracy.png", args.target, args.budget * args.time_scale)
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    plot(runs, args.out / f"{args.name}.png", args.target, args.budget * args.time_scale)
     print(
         json.dumps(
             {

@@ -70,8 +70,9 @@ class HyperFLSettings:
     infeasible_after: int = 2
     """Consecutive rounds the prediction must say "out of reach" before the job is told."""
     verdict_after: int = 4
-    verdict_margin: float = 0.04
-    """How far below the target the optimistic accuracy at the end of the budget must fall."""
+    verdict_margin: float = 0.0
+    """When positive, a verdict also needs the optimistic accuracy at the end of the budget at full
+    pace to fall this far below the target: fewer false alarms, later or missed true ones."""
     """Rounds of learning curve needed before any verdict on feasibility."""
     seed: int = 0
 
@@ -333,11 +334,9 @@ class HyperFLPlanner:
         # (throughput taken as proportional to participants), misses the budget.
         speedup = max(self.k, s.max_participants) / max(1, self.k)
         best_at_budget = fit.accuracy_at(self._compute + self._throughput * speedup * budget_left)
-        # Both readings must agree, and the accuracy reachable at full pace must fall clearly
-        # short: early curves are uncertain and a wrong "out of reach" is worse than a late one.
-        hopeless = (need is None or time_needed / speedup > budget_left) and (
-            best_at_budget < s.target_accuracy - s.verdict_margin
-        )
+        hopeless = need is None or time_needed / speedup > budget_left
+        if s.verdict_margin > 0:  # also ask the accuracy reachable at full pace to fall short
+            hopeless = hopeless and best_at_budget < s.target_accuracy - s.verdict_margin
         self._behind = self._behind + 1 if hopeless else 0
         enough = len(self.curve) >= s.verdict_after
         self._prediction = Prediction(

@@ -106,7 +106,7 @@ class PlannerSpec(BaseModel):
     label_rounds: int = Field(default=5, ge=1)
     infeasible_after: int = Field(default=2, ge=1)
     verdict_after: int = Field(default=4, ge=2)
-    verdict_margin: float = Field(default=0.04, ge=0, lt=1)
+    verdict_margin: float = Field(default=0.0, ge=0, lt=1)
 
 
 class Constraints(BaseModel):
