@@ -54,6 +54,7 @@ from protocol import (
     encode,
     new_envelope,
 )
+from protocol._codec import ALIGN
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -229,8 +230,11 @@ def decoded_arrays(env: Envelope) -> list[npt.NDArray[Any]]:
 
 
 def pack_frame(header: object, payload: bytes = b"") -> bytes:
+    """A frame around ``header``; ``payload`` (one array's bytes) starts ALIGN-aligned, as the
+    encoder lays it out."""
     packed: bytes = msgpack.packb(header, use_bin_type=True)
-    return struct.pack(">2sI", b"HF", len(packed)) + packed + payload
+    pad = -(6 + len(packed)) % ALIGN if payload else 0
+    return struct.pack(">2sI", b"HF", len(packed)) + packed + bytes(pad) + payload
 
 
 def unpack_header(frame: bytes) -> dict[str, Any]:
@@ -572,7 +576,7 @@ def test_oversize_frame_on_decode() -> None:
 
 def test_oversize_header_on_decode() -> None:
     frame = pack_frame(train_res_header(), F32X3)
-    header_len = len(frame) - 6 - len(F32X3)
+    (header_len,) = struct.unpack_from(">I", frame, 2)
     assert isinstance(decode(frame, limits=Limits(max_header_bytes=header_len)), Envelope)
     with pytest.raises(PayloadTooLarge):
         decode(frame, limits=Limits(max_header_bytes=header_len - 1))
@@ -666,6 +670,30 @@ def test_second_array_past_the_end_of_the_frame() -> None:
     header = train_res_header(weights=[["<f4", [3], 12], ["<f4", [1], 4]])
     with pytest.raises(InvalidArray):
         decode(pack_frame(header, F32X3))
+
+
+def test_arrays_are_aligned_and_padding_must_be_zero() -> None:
+    frame = encode(
+        new_envelope(
+            TrainRes(
+                weights=(np.ones(3, np.float32), np.ones(5, np.float64)),
+                num_examples=1,
+                steps=1,
+                loss=0.1,
+                train_s=0.1,
+            ),
+            sender="a",
+        )
+    )
+    arrays = decode(frame).body.weights  # type: ignore[attr-defined]
+    assert all(a.flags.aligned for a in arrays)
+    (header_len,) = struct.unpack_from(">I", frame, 2)
+    pad = -(6 + header_len) % ALIGN
+    if pad:  # a non-zero byte in the padding is refused
+        bad = bytearray(frame)
+        bad[6 + header_len] = 1
+        with pytest.raises(MalformedMessage, match="padding"):
+            decode(bytes(bad))
 
 
 def test_trailing_bytes() -> None:
