@@ -1,14 +1,14 @@
 """The frame codec: envelopes to bytes and back, defensively.
 
 A frame is ``b"HF"``, a big-endian ``uint32`` header length, a msgpack header, then the raw bytes of
-every array in the message, back to back::
+every array in the message, each starting ``ALIGN``-aligned from the frame's start::
 
-    +------+-----------+----------------------------------------+------------------------+
-    | "HF" | len (u32) | msgpack {v, t, id, s, j, r, ts, b}      | array bytes ...        |
-    +------+-----------+----------------------------------------+------------------------+
+    +------+-----------+------------------------------------+-----+---------+-----+---------+
+    | "HF" | len (u32) | msgpack {v, t, id, s, j, r, ts, b}  | pad | array 0 | pad | array 1 | ...
+    +------+-----------+------------------------------------+-----+---------+-----+---------+
 
-In the header an array is ``[dtype, shape, nbytes]``; its bytes follow the previous array's. Decoding
-wraps them with :func:`numpy.frombuffer`, so arrays are zero-copy, read-only views of the frame.
+In the header an array is ``[dtype, shape, nbytes]``; padding is zero bytes. Decoding wraps the
+arrays with :func:`numpy.frombuffer`, so they are zero-copy, read-only, aligned views of the frame.
 Decoding checks everything a hostile or broken sender could get wrong and raises a
 :class:`~protocol.ProtocolError` subclass; it never returns a half-checked message.
 """
