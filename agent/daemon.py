@@ -248,7 +248,8 @@ class Agent:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeats(client), name=f"{self._id}-heartbeat")
                 tg.create_task(self._publisher(client), name=f"{self._id}-publisher")
-                tg.create_task(self._emulated_offline(client), name=f"{self._id}-availability")
+                if type(self._emu) is not Emulator:  # a real device never goes offline on cue
+                    tg.create_task(self._emulated_offline(client), name=f"{self._id}-availability")
                 async for message in client.messages:
                     self._route(message.payload)
         except asyncio.CancelledError:

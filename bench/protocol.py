@@ -606,7 +606,9 @@ async def bench_fanout(plan: Plan, broker: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
         async with asyncio.TaskGroup() as tg:  # what MqttFleet.train does to send a round
             for agent_id in ids:
-                tg.create_task(fleet._send(collector, agent_id, "fanout", rep, ins))
+                tg.create_task(
+                    fleet._send(collector, agent_id, "fanout", rep, ins, time.time() + 60)
+                )
             await arrivals.done.wait()
         if collector.replies.failures:
             raise RuntimeError(f"fleet sends failed: {collector.replies.failures}")

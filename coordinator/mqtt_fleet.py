@@ -128,11 +128,13 @@ class MqttFleet(Fleet):
             for agent_id in self.registry.expire(time.time()):
                 _log.info("coordinator: agent %s went silent; marked offline", agent_id)
 
-    async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+    async def _publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 10.0
+    ) -> None:
         if self._client is None:
-            await asyncio.wait_for(self.connected.wait(), timeout=10)
+            await asyncio.wait_for(self.connected.wait(), timeout=timeout)
         assert self._client is not None
-        await self._client.publish(topic, payload, qos=1, retain=retain)
+        await self._client.publish(topic, payload, qos=1, retain=retain, timeout=timeout)
 
     # ------------------------------------------------------------------ inbound
 
@@ -201,7 +203,7 @@ class MqttFleet(Fleet):
         try:
             async with asyncio.TaskGroup() as tg:
                 for agent_id, ins in instructions.items():
-                    tg.create_task(self._send(collector, agent_id, job_id, round, ins))
+                    tg.create_task(self._send(collector, agent_id, job_id, round, ins, deadline))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     collector.done.wait(), timeout=max(0.0, deadline - time.time())
@@ -211,12 +213,20 @@ class MqttFleet(Fleet):
         return collector.close()
 
     async def _send(
-        self, collector: RoundCollector, agent_id: str, job_id: str, rnd: int, ins: TrainIns
+        self,
+        collector: RoundCollector,
+        agent_id: str,
+        job_id: str,
+        rnd: int,
+        ins: TrainIns,
+        deadline: float,
     ) -> None:
         payload = encode(new_envelope(ins, sender=self.identity, job_id=job_id, round=rnd))
         collector.sent_at[agent_id] = time.monotonic()
         try:
-            await self._publish(self.topics.inbox(agent_id), payload)
+            # A send that outlasts the round is a failed send, not a round overrun.
+            timeout = max(0.1, deadline - time.time())
+            await self._publish(self.topics.inbox(agent_id), payload, timeout=timeout)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             collector.replies.failures[agent_id] = f"send failed: {exc}"
             return
