@@ -414,7 +414,8 @@ def start_broker(
     ``port=0`` picks a free port. ``prefer="auto"`` runs Mosquitto when it is installed and the
     embedded broker otherwise; ``"mosquitto"`` insists on Mosquitto (``BrokerError`` with
     install instructions when it is missing); ``"embedded"`` always runs the embedded broker.
-    ``workdir`` holds the generated config and ``broker.log``; without one a temporary
+    ``workdir`` holds the generated config and ``broker.log`` and becomes the broker's working
+    directory (a relative one is resolved against ours first); without one a temporary
     directory is made and removed by :meth:`RunningBroker.stop`. ``persistence_dir`` (Mosquitto
     only) keeps retained messages and durable sessions across restarts.
 
@@ -432,8 +433,12 @@ def start_broker(
         chosen = port or _pick_free_port(bind)
         _check_port_free(bind, chosen)
         owns_workdir = workdir is None
+        # Absolute: the broker runs with this as its cwd, so a relative config path would
+        # point below itself (issue 12).
         run_dir = (
-            Path(tempfile.mkdtemp(prefix="hyperfleet-broker-")) if workdir is None else workdir
+            Path(tempfile.mkdtemp(prefix="hyperfleet-broker-"))
+            if workdir is None
+            else workdir.resolve()
         )
         run_dir.mkdir(parents=True, exist_ok=True)
         try:

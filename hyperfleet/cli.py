@@ -1,8 +1,10 @@
-"""The one CLI: ``hyperfleet broker | agent | coordinator | demo | watch``.
+"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | watch``.
 
 Each command builds its settings object here, from flags and ``HYPERFLEET_*`` environment
 variables, configures logging, and hands over to library code that takes keyword arguments.
-Errors of every package are translated to one line on stderr and an exit status here, once.
+Every path flag is made absolute as it is parsed (:mod:`.flags`), so no relative path ever
+reaches a subprocess, a generated config or another working directory. Errors of every package
+are translated to one line on stderr and an exit status here, once, by :func:`.exits.exit_status`.
 """
 
 from __future__ import annotations
@@ -10,33 +12,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from agent.errors import AgentError
-from cloud.errors import CloudError
-from coordinator.errors import CoordinatorError
-from protocol import ProtocolError, Topics, parse_broker_url
+from protocol import Topics, parse_broker_url
 
-from .errors import HyperfleetError, UsageError
+from .exits import EXIT_OK, EXIT_USAGE, exit_status
+from .flags import absolute_path, broker_url, config_ref, port, topic_prefix
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 _log = logging.getLogger("hyperfleet")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_NOT_REACHED = 2
-EXIT_USAGE = 64
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose bad flags exit 64 (usage), not 2, which means "target not reached"."""
 
-_KNOWN = (HyperfleetError, AgentError, CoordinatorError, CloudError, ProtocolError, OSError)
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _env(name: str, default: str) -> str:
@@ -47,30 +45,38 @@ def _common(p: argparse.ArgumentParser, *, broker: bool = True) -> None:
     if broker:
         p.add_argument(
             "--broker",
+            type=broker_url,
             default=_env("BROKER", "mqtt://127.0.0.1:1883"),
             help="broker URL mqtt://[user:pass@]host:port (env HYPERFLEET_BROKER)",
         )
     p.add_argument(
-        "--prefix", default=_env("PREFIX", "hf/v1"), help="topic prefix (env HYPERFLEET_PREFIX)"
+        "--prefix",
+        type=topic_prefix,
+        default=_env("PREFIX", "hf/v1"),
+        help="topic prefix (env HYPERFLEET_PREFIX)",
     )
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyperfleet", description=__doc__.splitlines()[0])
+    """The ``hyperfleet`` parser; path flags come out absolute, broker URLs and prefixes checked."""
+    parser = _Parser(prog="hyperfleet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("broker", help="run an MQTT broker (Mosquitto if installed, else embedded)")
-    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--port", type=port, default=1883, help="0 picks a free port")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     p.add_argument("--embedded", action="store_true", help="use the embedded Python broker")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
 
     p = sub.add_parser("agent", help="run an edge agent daemon")
     p.add_argument("--id", required=True, dest="agent_id", help="agent id (letters, digits, _.-)")
-    p.add_argument("--data", required=True, type=Path, help="this agent's shard (.npz)")
+    p.add_argument("--data", required=True, type=absolute_path, help="this agent's shard (.npz)")
     p.add_argument(
-        "--device-class", required=True, help="name in firmware_configs/ or a .toml path"
+        "--device-class",
+        required=True,
+        type=config_ref,
+        help="name in firmware_configs/ or a .toml path",
     )
     p.add_argument("--runtime", choices=["auto", "keras", "numpy"], default="auto")
     p.add_argument("--heartbeat-s", type=float, default=5.0)
@@ -80,38 +86,68 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("agents", help="run every agent of a fleet file in one process")
-    p.add_argument("--fleet", required=True, help="fleet name in firmware_configs/fleets or a path")
-    p.add_argument("--shards", required=True, type=Path, help="directory of agent-NNN.npz shards")
+    p.add_argument(
+        "--fleet",
+        required=True,
+        type=config_ref,
+        help="fleet name in firmware_configs/fleets or a path",
+    )
+    p.add_argument(
+        "--shards", required=True, type=absolute_path, help="directory of agent-NNN.npz shards"
+    )
     p.add_argument("--emulate", action="store_true", help="behave like the device classes say")
     p.add_argument("--time-scale", type=float, default=1.0, help="emulated durations x this")
     p.add_argument("--runtime", choices=["auto", "keras", "numpy"], default="numpy")
     p.add_argument("--seed", type=int, default=0, help="shard assignment and emulation seed")
     p.add_argument("--heartbeat-s", type=float, default=5.0)
-    p.add_argument("--report", type=Path, default=None, help="write emulation fidelity JSON here")
-    _common(p)
-
-    p = sub.add_parser("coordinator", help="run one federated job to its end")
-    p.add_argument("--job", required=True, type=Path, help="job file (TOML)")
-    p.add_argument("--state-dir", type=Path, default=Path("state"), help="checkpoints and SQLite")
     p.add_argument(
-        "--out", type=Path, default=Path("results/job"), help="exported model, outcome.json"
+        "--report", type=absolute_path, default=None, help="write emulation fidelity JSON here"
     )
     _common(p)
 
-    p = sub.add_parser("demo", help="broker + coordinator + agents on this machine, to a target")
-    p.add_argument("--agents", type=int, default=8)
+    p = sub.add_parser("coordinator", help="run one federated job to its end")
+    p.add_argument("--job", required=True, type=absolute_path, help="job file (TOML)")
+    p.add_argument(
+        "--state-dir", type=absolute_path, default="state", help="checkpoints and SQLite"
+    )
+    p.add_argument(
+        "--out", type=absolute_path, default="results/job", help="exported model, outcome.json"
+    )
+    _common(p)
+
+    p = sub.add_parser(
+        "demo",
+        help="broker + coordinator + agents on this machine, to a target "
+        "(default: the emulated mixed-50 fleet under the hyperFL planner)",
+    )
+    p.add_argument(
+        "--agents",
+        type=int,
+        default=None,
+        help="run N real agent processes (uniform planner) instead of an emulated fleet",
+    )
+    p.add_argument(
+        "--fleet",
+        type=config_ref,
+        default=None,
+        help="emulated fleet, a name in firmware_configs/fleets or a path (default mixed-50)",
+    )
     p.add_argument("--target-accuracy", type=float, default=0.90)
-    p.add_argument("--time-budget", type=float, default=300.0, help="seconds")
+    p.add_argument("--time-budget", type=float, default=600.0, help="seconds")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of the label split")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("results/demo"))
+    p.add_argument("--out", type=absolute_path, default="results/demo")
     p.add_argument("--runtime", choices=["auto", "keras", "numpy"], default="auto")
-    p.add_argument("--broker", default=None, help="use this running broker instead of starting one")
-    p.add_argument("--fleet", default=None, help="emulated fleet, e.g. mixed-50")
+    p.add_argument(
+        "--broker",
+        type=broker_url,
+        default=None,
+        help="use this running broker instead of starting one",
+    )
     p.add_argument("--time-scale", type=float, default=1.0, help="emulated durations x this")
     p.add_argument("--planner", choices=["uniform", "hyperfl"], default=None)
     p.add_argument("--participants", type=int, default=10, help="first rounds' participants")
-    p.add_argument("--prefix", default=_env("PREFIX", "hf/v1"))
+    p.add_argument("--prefix", type=topic_prefix, default=_env("PREFIX", "hf/v1"))
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))
 
     p = sub.add_parser("watch", help="print decoded messages from the topic tree")
@@ -147,21 +183,17 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status (see :mod:`.exits`)."""
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except BaseExceptionGroup as group:
-        leaf = _leaf(group)
-        if isinstance(leaf, Exception) and not isinstance(leaf, BaseExceptionGroup):
-            try:
-                raise leaf from group
-            except (UsageError, ValueError) as exc:
-                print(f"hyperfleet {args.command}: {exc}", file=sys.stderr)
-                return EXIT_USAGE
-            except _KNOWN as exc:
-                print(f"hyperfleet {args.command}: {exc}", file=sys.stderr)
-                return EXIT_FAILED
-        raise
+    except Exception as exc:  # classified here, once; anything unclassified propagates
+        leaf = _leaf(exc)
+        status = exit_status(leaf)
+        if status is None:
+            raise
+        print(f"hyperfleet {args.command}: {leaf}", file=sys.stderr)
+        return status
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -171,54 +203,34 @@ def _dispatch(args: argparse.Namespace) -> int:
     )
     for noisy in ("absl", "tensorflow", "h5py", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        if args.command == "broker":
-            from .commands import run_broker
+    if args.command == "broker":
+        from .commands import run_broker
 
-            return run_broker(port=args.port, bind=args.bind, embedded=args.embedded)
-        if args.command == "agent":
-            from .commands import agent_settings, run_agent
+        return run_broker(port=args.port, bind=args.bind, embedded=args.embedded)
+    if args.command == "agent":
+        from .commands import agent_settings, run_agent
 
-            settings = agent_settings(args)
-            return _run_until_signal(lambda: run_agent(settings))
-        if args.command == "agents":
-            from .commands import fleet_settings
-            from .fleetrun import run_fleet
+        settings = agent_settings(args)
+        return _run_until_signal(lambda: run_agent(settings))
+    if args.command == "agents":
+        from .commands import fleet_settings
+        from .fleetrun import run_fleet
 
-            frun = fleet_settings(args)
-            return _run_until_signal(lambda: run_fleet(frun))
-        if args.command == "coordinator":
-            from .commands import coordinator_settings, run_coordinator
+        frun = fleet_settings(args)
+        return _run_until_signal(lambda: run_fleet(frun))
+    if args.command == "coordinator":
+        from .commands import coordinator_settings, run_coordinator
 
-            csettings = coordinator_settings(args)
-            return _run_until_signal(lambda: run_coordinator(csettings))
-        if args.command == "demo":
-            from .demo import DemoSettings, run_demo
+        csettings = coordinator_settings(args)
+        return _run_until_signal(lambda: run_coordinator(csettings))
+    if args.command == "demo":
+        from .demo import DemoSettings, run_demo
 
-            dsettings = DemoSettings.from_args(args)
-            return _run_until_signal(lambda: run_demo(dsettings))
-        if args.command == "watch":
-            from .commands import run_watch
+        dsettings = DemoSettings.from_args(args)
+        return _run_until_signal(lambda: run_demo(dsettings))
+    if args.command == "watch":
+        from .commands import run_watch
 
-            broker = parse_broker_url(args.broker)
-            return _run_until_signal(lambda: run_watch(broker, Topics(args.prefix), args.count))
-    except (UsageError, ValueError) as exc:
-        print(f"hyperfleet {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (
-        HyperfleetError,
-        AgentError,
-        CoordinatorError,
-        CloudError,
-        ProtocolError,
-        OSError,
-    ) as exc:
-        print(f"hyperfleet {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        broker = parse_broker_url(args.broker)
+        return _run_until_signal(lambda: run_watch(broker, Topics(args.prefix), args.count))
     raise AssertionError(f"unhandled command {args.command}")
-
-
-def dump_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)

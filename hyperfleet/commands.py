@@ -1,4 +1,8 @@
-"""The long-running commands: an agent, a coordinator, a broker, a topic watcher."""
+"""The long-running commands: an agent, a coordinator, a broker, a topic watcher.
+
+The ``*_settings`` builders take the parsed flags of :func:`hyperfleet.cli.build_parser`, whose
+paths are already absolute (:mod:`.flags`), and return one frozen settings object per process.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +32,11 @@ from protocol import (
     parse_broker_url,
 )
 
-from .errors import UsageError
+from .errors import BrokerError, UsageError
+from .exits import EXIT_NOT_REACHED, EXIT_OK
+from .flags import require_absolute
 from .fleetrun import FleetRun, emulated_profile
+from .output import dump_json
 
 __all__ = [
     "AgentRun",
@@ -58,6 +65,12 @@ class AgentRun:
 
 
 def agent_settings(args: argparse.Namespace) -> AgentRun:
+    """The settings of ``hyperfleet agent``; reads the device class and the shard.
+
+    Raises:
+        UsageError: a bad agent id or time scale.
+        ConfigError: the device class or the shard cannot be read or is invalid.
+    """
     try:
         check_agent_id(args.agent_id)
     except ProtocolError as exc:
@@ -89,6 +102,7 @@ def agent_settings(args: argparse.Namespace) -> AgentRun:
 
 
 def fleet_settings(args: argparse.Namespace) -> FleetRun:
+    """The settings of ``hyperfleet agents``; reads the fleet file (``ConfigError`` if bad)."""
     if args.time_scale <= 0:
         raise UsageError("--time-scale must be positive")
     return FleetRun(
@@ -134,8 +148,13 @@ class CoordinatorRun:
     state_dir: Path
     out_dir: Path
 
+    def __post_init__(self) -> None:
+        require_absolute("state_dir", self.state_dir)
+        require_absolute("out_dir", self.out_dir)
+
 
 def coordinator_settings(args: argparse.Namespace) -> CoordinatorRun:
+    """The settings of ``hyperfleet coordinator``; reads the job file (``JobConfigError`` if bad)."""
     return CoordinatorRun(
         spec=load_job(args.job),
         broker=parse_broker_url(args.broker),
@@ -176,8 +195,6 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
 
 
 async def run_coordinator(run: CoordinatorRun) -> int:
-    from .cli import EXIT_NOT_REACHED, dump_json
-
     holdout = read_shard(run.spec.holdout)
     run.out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -191,10 +208,10 @@ async def run_coordinator(run: CoordinatorRun) -> int:
             )
             outcome = await coordinator.run()
     except TimeoutError as exc:
-        raise UsageError(f"cannot reach the broker at {run.broker.url}") from exc
+        raise BrokerError(f"cannot reach the broker at {run.broker.url}") from exc
     dump_json(run.out_dir / "outcome.json", outcome_json(outcome))
     _log.info("job %s finished: %s", run.spec.job_id, outcome.reason)
-    return 0 if outcome.reached else EXIT_NOT_REACHED
+    return EXIT_OK if outcome.reached else EXIT_NOT_REACHED
 
 
 def run_broker(*, port: int, bind: str, embedded: bool) -> int:

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from agent.device_class import load_fleet
 from cloud.pipelines import load_digits, prepare_federated
@@ -29,34 +28,60 @@ from protocol import JobState, ProtocolError, Topics, decode, parse_broker_url
 
 from .broker import start_broker
 from .errors import UsageError
+from .exits import EXIT_FAILED, EXIT_NOT_REACHED, EXIT_OK
+from .flags import require_absolute
+from .output import dump_json
+from .progress import ProgressPrinter
+from .summary import demo_summary, plot_accuracy
 
 __all__ = ["DemoSettings", "run_demo"]
 
 _log = logging.getLogger("hyperfleet.demo")
 DEMO_CLASSES = ("x86-cpu", "x86-gpu-server", "jetson-orin-nano", "raspberry-pi-5")
+DEFAULT_FLEET = "mixed-50"
+"""The fleet ``hyperfleet demo`` (and ``make demo``) runs when given no ``--agents``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DemoSettings:
+    """What ``hyperfleet demo`` runs. ``out`` must be absolute (the CLI resolves it).
+
+    With ``fleet`` set (the default, ``mixed-50``) its agents run emulated in one
+    ``hyperfleet agents`` process; with ``fleet=None``, ``agents`` real agent processes run.
+    """
+
+    out: Path
+    """Where shards, logs, state, the model, ``summary.json`` and ``accuracy.png`` go."""
+    fleet: str | None = DEFAULT_FLEET
+    """A fleet name in ``firmware_configs/fleets`` or an absolute path to a fleet file."""
     agents: int = 8
     target_accuracy: float = 0.90
-    time_budget_s: float = 300.0
+    time_budget_s: float = 600.0
     alpha: float = 0.5
     seed: int = 0
-    out: Path = Path("results/demo")
     broker: str | None = None
     prefix: str = "hf/v1"
     runtime: str = "auto"
     log_level: str = "WARNING"
-    fleet: str | None = None
-    """A fleet file: its agents run emulated in one process (see ``hyperfleet agents``)."""
     time_scale: float = 1.0
-    planner: str = "uniform"
+    planner: str = "hyperfl"
     participants: int = 10
+
+    def __post_init__(self) -> None:
+        require_absolute("out", self.out)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoSettings:
-        if not 1 <= args.agents <= 200:
+        """Settings from ``hyperfleet demo``'s flags (paths already absolute).
+
+        Raises:
+            UsageError: a value out of range, or ``--agents`` with ``--fleet``.
+        """
+        if args.agents is not None and args.fleet is not None:
+            raise UsageError(
+                "--agents (real agent processes) and --fleet (emulated) exclude each other"
+            )
+        if args.agents is not None and not 1 <= args.agents <= 200:
             raise UsageError("--agents must be between 1 and 200")
         if not 0 < args.target_accuracy <= 1:
             raise UsageError("--target-accuracy must be in (0, 1]")
@@ -64,9 +89,12 @@ class DemoSettings:
             raise UsageError("--time-budget must be positive")
         if args.time_scale <= 0:
             raise UsageError("--time-scale must be positive")
-        planner = args.planner or ("hyperfl" if args.fleet else "uniform")
+        if args.participants < 1:
+            raise UsageError("--participants must be at least 1")
+        fleet = None if args.agents is not None else (args.fleet or DEFAULT_FLEET)
+        planner = args.planner or ("hyperfl" if fleet else "uniform")
         return cls(
-            agents=args.agents,
+            agents=args.agents or 8,
             target_accuracy=args.target_accuracy,
             time_budget_s=args.time_budget,
             alpha=args.alpha,
@@ -76,7 +104,7 @@ class DemoSettings:
             prefix=args.prefix,
             runtime=args.runtime,
             log_level=args.log_level,
-            fleet=args.fleet,
+            fleet=fleet,
             time_scale=args.time_scale,
             planner=planner,
             participants=args.participants,
@@ -152,9 +180,10 @@ def _spawn(
 async def _follow(
     broker_url: str, topics: Topics, job_id: str, states: list[tuple[float, JobState]], t0: float
 ) -> None:
-    """Print each new round of the job as the coordinator publishes it."""
+    """Print each new round of the job, once, as the coordinator publishes it."""
     from agent.daemon import mqtt_client
 
+    printer = ProgressPrinter()
     broker = parse_broker_url(broker_url)
     async with mqtt_client(broker, identifier=f"hf-demo-{os.getpid()}") as client:
         await client.subscribe(topics.job_state(job_id), qos=1)
@@ -170,17 +199,8 @@ async def _follow(
             if not isinstance(state, JobState) or env.ts < t0:
                 continue  # a retained state of an earlier run
             states.append((time.time() - t0, state))
-            plan = state.plan
-            print(
-                f"round {state.round:3d}  accuracy {state.accuracy:.4f}  best {state.best_accuracy:.4f}"
-                f" / {state.target_accuracy:.2f}  participants {len(state.participants):2d}"
-                f"  failed {len(state.failures):2d}  elapsed {state.elapsed_s:6.1f}s"
-                f" of {state.time_budget_s:.0f}s"
-                + (f"  [{plan.get('planner')}]" if plan.get("planner") else ""),
-                flush=True,
-            )
-            if state.message:
-                print(f"coordinator: {state.message}", flush=True)
+            for line in printer.lines(state):
+                print(line, flush=True)
 
 
 async def run_demo(s: DemoSettings) -> int:
@@ -266,9 +286,9 @@ async def run_demo(s: DemoSettings) -> int:
             f"the coordinator failed (exit {coordinator.returncode}); see {out / 'logs' / 'coordinator.log'}",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_FAILED
     outcome = json.loads(outcome_path.read_text())
-    summary = _summary(s, outcome, wall_s, broker_kind, states, agents)
+    summary = demo_summary(s, outcome, wall_s, broker_kind, states, agents)
     fidelity = out / "fidelity.json"
     if fleet is not None and fidelity.exists():  # the fleet process writes it as it stops
         report = json.loads(fidelity.read_text())
@@ -278,10 +298,8 @@ async def run_demo(s: DemoSettings) -> int:
             "replies": report["replies_total"],
             "overrun_share": report["overrun_share"],
         }
-    from .cli import dump_json
-
     dump_json(out / "summary.json", summary)
-    _plot(out / "accuracy.png", summary)
+    plot_accuracy(out / "accuracy.png", summary)
     print(
         f"{'REACHED' if summary['reached'] else 'NOT REACHED'}: accuracy {summary['final_accuracy']:.4f}"
         f" (target {s.target_accuracy}) in {summary['rounds']} rounds, {wall_s:.1f}s wall"
@@ -290,71 +308,5 @@ async def run_demo(s: DemoSettings) -> int:
     )
     if not summary["reached"]:
         print(f"the target was not reached: {outcome['reason'].replace('_', ' ')}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _summary(
-    s: DemoSettings,
-    outcome: dict[str, Any],
-    wall_s: float,
-    broker_kind: str,
-    states: list[tuple[float, JobState]],
-    agents: int,
-) -> dict[str, Any]:
-    return {
-        "reached": outcome["reached"],
-        "reason": outcome["reason"],
-        "final_accuracy": outcome["best_accuracy"],
-        "last_round_accuracy": outcome["final_accuracy"],
-        "target_accuracy": s.target_accuracy,
-        "rounds": outcome["rounds"],
-        "wall_s": wall_s,
-        "job_elapsed_s": outcome["elapsed_s"],
-        "time_budget_s": s.time_budget_s,
-        "agents": agents,
-        "planner": s.planner,
-        "infeasible_at_s": outcome.get("infeasible_at_s"),
-        "alpha": s.alpha,
-        "seed": s.seed,
-        "broker": broker_kind,
-        "bytes_moved": outcome["bytes_moved"],
-        "agent_seconds": outcome["agent_seconds"],
-        "dropped_messages": outcome["dropped"],
-        "model": outcome["model"],
-        "history": [
-            {
-                "round": r["round"],
-                "elapsed_s": r["started_s"] + r["duration_s"],
-                "accuracy": r["accuracy"],
-                "participants": len(r["participants"]),
-                "results": r["results"],
-                "failures": len(r["failures"]),
-                "plan": r["plan"],
-            }
-            for r in outcome["history"]
-        ],
-        "states_seen": len(states),
-    }
-
-
-def _plot(path: Path, summary: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xs = [h["elapsed_s"] for h in summary["history"]]
-    ys = [h["accuracy"] for h in summary["history"]]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(xs, ys, marker="o", markersize=3, label="holdout accuracy")
-    ax.axhline(summary["target_accuracy"], color="tab:red", linestyle="--", label="target")
-    ax.axvline(summary["time_budget_s"], color="tab:gray", linestyle=":", label="time budget")
-    ax.set_xlabel("job time (s)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"hyperfleet demo: {summary['agents']} agents, {summary['rounds']} rounds")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        return EXIT_NOT_REACHED
+    return EXIT_OK

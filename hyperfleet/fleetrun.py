@@ -25,6 +25,7 @@ from agent.emulation import DeviceEmulator
 from protocol import BrokerAddress, Topics
 
 from .errors import UsageError
+from .flags import require_absolute
 
 __all__ = ["FleetRun", "assign_shards", "emulated_profile", "run_fleet"]
 
@@ -43,6 +44,10 @@ class FleetRun:
     seed: int = 0
     heartbeat_s: float = 5.0
     report: Path | None = None
+
+    def __post_init__(self) -> None:
+        require_absolute("shards_dir", self.shards_dir)
+        require_absolute("report", self.report)
 
 
 def assign_shards(fleet: FleetSpec, shards_dir: Path, seed: int) -> list[tuple[str, str, Path]]:

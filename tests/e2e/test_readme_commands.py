@@ -26,7 +26,11 @@ _ROUND_LINE = re.compile(r"^round +(\d+) ", re.MULTILINE)
 def _tracked_files() -> list[str]:
     try:
         listing = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True, timeout=30
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=30,
         ).stdout
     except (OSError, subprocess.CalledProcessError):  # not a git checkout (an sdist, say)
         return []
