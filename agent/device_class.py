@@ -14,6 +14,7 @@ and every problem is raised as :class:`~agent.errors.ConfigError` naming the fil
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import tomllib
 from collections import Counter
@@ -36,8 +37,22 @@ __all__ = [
     "load_fleet",
 ]
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "firmware_configs"
-"""The repository's ``firmware_configs`` directory, used when no ``search_dir`` is given."""
+
+def _shipped_config_dir() -> Path:
+    """Where the shipped ``firmware_configs`` are: the ``firmware_configs`` package (its TOML
+    files are package data, so a wheel carries them), else the source tree next to ``agent``."""
+    try:
+        root = importlib.resources.files("firmware_configs")
+    except ModuleNotFoundError:
+        root = None
+    if isinstance(root, Path):  # a regular package on the file system (not a zip, namespace)
+        return root.resolve()
+    return Path(__file__).resolve().parent.parent / "firmware_configs"
+
+
+DEFAULT_CONFIG_DIR = _shipped_config_dir()
+"""The shipped ``firmware_configs`` directory (installed or in the checkout), used when no
+``search_dir`` is given."""
 
 _FLEETS_SUBDIR = "fleets"
 _SUFFIX = ".toml"
@@ -128,12 +143,12 @@ class FleetSpec(BaseModel):
 
 
 def list_device_classes(search_dir: Path | None = None) -> list[str]:
-    """Names of the device classes in ``search_dir`` (default: the repository's), sorted."""
+    """Names of the device classes in ``search_dir`` (default: the shipped ones), sorted."""
     return _list_names(search_dir or DEFAULT_CONFIG_DIR)
 
 
 def list_fleets(search_dir: Path | None = None) -> list[str]:
-    """Names of the fleets in ``<search_dir>/fleets`` (default: the repository's), sorted."""
+    """Names of the fleets in ``<search_dir>/fleets`` (default: the shipped ones), sorted."""
     return _list_names((search_dir or DEFAULT_CONFIG_DIR) / _FLEETS_SUBDIR)
 
 
@@ -141,7 +156,7 @@ def load_device_class(name_or_path: str | Path, *, search_dir: Path | None = Non
     """Load a device class by bare name (``"raspberry-pi-5"``) or by path to a TOML file.
 
     A bare name resolves to ``<search_dir>/<name>.toml``; ``search_dir`` defaults to the
-    repository's ``firmware_configs``. The class's ``name`` must match its file name.
+    shipped ``firmware_configs``. The class's ``name`` must match its file name.
 
     Raises:
         ConfigError: the file is missing, not TOML, or does not describe a valid device class.
@@ -161,7 +176,7 @@ def load_fleet(name_or_path: str | Path, *, search_dir: Path | None = None) -> F
     """Load a fleet by bare name (``"mixed-50"``) or by path, checking every device class exists.
 
     A bare name resolves to ``<search_dir>/fleets/<name>.toml``; device classes are looked up in
-    ``search_dir`` (default: the repository's ``firmware_configs``) and must load cleanly.
+    ``search_dir`` (default: the shipped ``firmware_configs``) and must load cleanly.
 
     Raises:
         ConfigError: the fleet file is missing or invalid, or names an unknown or broken class.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,43 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 _ROUND_LINE = re.compile(r"^round +(\d+) ", re.MULTILINE)
-
-
-def _tracked_files() -> list[str]:
-    try:
-        listing = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=REPO,
-            capture_output=True,
-            check=True,
-            timeout=30,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an sdist, say)
-        return []
-    return [name for name in listing.decode().split("\0") if name]
-
-
-@pytest.fixture
-def clone(tmp_path: Path) -> Path:
-    """A copy of the repository's tracked files, as a fresh clone would hold them."""
-    dest = tmp_path / "clone"
-    files = _tracked_files()
-    if not files:
-        shutil.copytree(
-            REPO,
-            dest,
-            ignore=shutil.ignore_patterns(".git", ".venv", "results", "__pycache__", "*_cache"),
-        )
-        return dest
-    for name in files:
-        src = REPO / name
-        if src.is_file():
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target)
-    return dest
 
 
 def _hyperfleet(clone: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
