@@ -356,9 +356,8 @@ class MqttSession:
             async for message in client.messages:
                 self._on_message(str(message.topic), message.payload)
         except aiomqtt.MqttError as exc:
-            raise ConnectionLost(f"lost the connection to {self.broker.url}: {exc}") from exc
-        finally:
             self._lose(connection)
+            raise ConnectionLost(f"lost the connection to {self.broker.url}: {exc}") from exc
 
     def _lose(self, connection: MqttConnection) -> None:
         # Synchronously with the loss, so ``wait_connected`` never hands out a dead connection.
