@@ -45,5 +45,5 @@ def test_a_long_outage_never_overflows() -> None:
     [{"min_s": 0.0}, {"min_s": 5.0, "max_s": 1.0}, {"factor": 0.5}, {"jitter": 1.0}],
 )
 def test_bad_parameters_are_refused(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="must|need"):
+    with pytest.raises(ValueError, match=r"must|need"):
         Backoff(**kwargs)  # type: ignore[arg-type]
