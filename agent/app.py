@@ -8,7 +8,9 @@ from typing import Literal
 
 import numpy as np
 
-from protocol import ProtocolError, Shard, decode_shard
+from link import ShardError
+from link import read_shard as read_shard_file
+from protocol import Shard
 
 from .daemon import Agent, AgentSettings, Emulator
 from .device_class import DeviceClass
@@ -26,11 +28,9 @@ RuntimeChoice = Literal["auto", "keras", "numpy"]
 def read_shard(path: Path) -> Shard:
     """Read a shard file written by the pipelines; :class:`ConfigError` when it cannot be used."""
     try:
-        return decode_shard(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"cannot read shard {path}: {exc.strerror or exc}") from exc
-    except ProtocolError as exc:
-        raise ConfigError(f"{path} is not a usable shard: {exc}") from exc
+        return read_shard_file(path)
+    except ShardError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def choose_trainer(

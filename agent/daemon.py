@@ -1,12 +1,14 @@
-"""The agent daemon: one MQTT connection, instructions in, replies out, and it never gives up.
+"""The agent daemon: one MQTT session, instructions in, replies out, and it never gives up.
 
 Structure (every task belongs to the daemon's TaskGroup)::
 
     Agent.run
-    ├── _connection_loop     connect (Last Will = offline), announce, subscribe, route the inbox;
-    │   ├── _heartbeats      reconnects with exponential backoff when the broker goes away
-    │   └── _publisher       drains the outbox; an unsent reply survives a reconnect
-    └── _worker              one instruction at a time; training runs in a thread
+    ├── link.mqtt.MqttSession   connect (Last Will = offline), reconnect with capped backoff;
+    │   ├── on connect          subscribe to the inbox, announce hello and status (retained)
+    │   ├── while connected     heartbeats; an emulated device going offline drops the link
+    │   └── on message          link.InboundGate: decode → admission → the instruction queue
+    ├── _publisher              drains the outbox; an unsent reply waits for the next connection
+    └── _worker                 one instruction at a time; training runs in a thread
 
 Bad input never stops it: a frame that fails to decode, or an instruction it cannot carry out, is
 logged and counted in :attr:`Agent.dropped` (by :class:`~protocol.ProtocolError` code), and where
@@ -19,20 +21,17 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
-import socket
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import aiomqtt
 import numpy as np
 
+from link import Backoff, InboundGate, LinkError
+from link.mqtt import LastWill, MqttConnection, MqttSession, mqtt_client
 from protocol import (
-    Admission,
     BrokerAddress,
     Cancel,
     Envelope,
@@ -48,7 +47,6 @@ from protocol import (
     TrainConfig,
     TrainIns,
     TrainRes,
-    decode,
     encode,
     new_envelope,
 )
@@ -60,7 +58,6 @@ from .trainer import Trainer
 __all__ = ["Agent", "AgentSettings", "Emulator", "mqtt_client"]
 
 _log = logging.getLogger(__name__)
-_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,8 +78,10 @@ class AgentSettings:
     """Announced device facts (the device class's emulation table) that seed the coordinator."""
 
 
-class _DeviceOffline(Exception):
-    """The emulated device went offline; the connection loop waits for it to come back."""
+class UnexpectedMessage(ProtocolError):
+    """A well-formed message that does not belong in an inbox."""
+
+    code = "unexpected"
 
 
 class Emulator:
@@ -116,34 +115,6 @@ class Emulator:
         return None
 
 
-def mqtt_client(
-    broker: BrokerAddress,
-    *,
-    identifier: str,
-    will: aiomqtt.Will | None = None,
-    clean_session: bool = True,
-    logger: logging.Logger | None = None,
-) -> aiomqtt.Client:
-    """An MQTT 3.1.1 client with TCP_NODELAY set (otherwise QoS 1 can stall ~40 ms on Nagle)."""
-    client = aiomqtt.Client(
-        broker.host,
-        broker.port,
-        identifier=identifier,
-        username=broker.username,
-        password=broker.password,
-        will=will,
-        clean_session=clean_session,
-        protocol=aiomqtt.ProtocolVersion.V311,
-        keepalive=30,
-        socket_options=[_NODELAY],
-        tls_params=aiomqtt.TLSParameters() if broker.tls else None,
-        logger=logger,
-        max_queued_outgoing_messages=1000,
-    )
-    client.pending_calls_threshold = 10_000  # a round's burst of publishes is normal, not a warning
-    return client
-
-
 class Agent:
     """One edge agent. ``await agent.run()`` until cancelled; ``agent.stop()`` ends it cleanly."""
 
@@ -174,18 +145,40 @@ class Agent:
         self._client_id = f"hf-agent-{self._id}-{uuid.uuid4().hex[:8]}"
         self._instructions: asyncio.Queue[Envelope] = asyncio.Queue()
         self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
-        self._admission = Admission()
         self._stopping = asyncio.Event()
         self._busy = False
         self._seq = 0
-        self.connected = asyncio.Event()
-        self.dropped: Counter[str] = Counter()
+        self._gate = InboundGate(name=f"agent {self._id}", handler=self._on_instruction)
+        self._link = MqttSession(
+            broker=settings.broker,
+            # One MQTT session per daemon run: reconnects resume it (the broker queues our inbox
+            # meanwhile), while a restarted daemon, or a second one by mistake, never takes it over.
+            identifier=f"hf-agent-{self._id}-{uuid.uuid4().hex[:8]}",
+            clean_session=False,
+            will=LastWill(
+                topic=self._topics.status(self._id), payload=self._status_payload("offline")
+            ),
+            on_message=self._gate,
+            on_connect=self._announce,
+            while_connected=self._while_connected,
+            before_connect=self._emu.wait_online,
+            backoff=Backoff(min_s=settings.reconnect_min_s, max_s=settings.reconnect_max_s),
+            name=f"agent {self._id}",
+        )
+        self.connected = self._link.connected
+        """Set while connected to the broker and announced."""
+        self.dropped: Counter[str] = self._gate.dropped
+        """Inbound messages refused, by :class:`~protocol.ProtocolError` code."""
         self.handled: Counter[str] = Counter()
-        self.connections = 0
 
     @property
     def trainer_name(self) -> str:
         return self._trainer.name
+
+    @property
+    def connections(self) -> int:
+        """Connections to the broker made so far (a reconnect counts again)."""
+        return self._link.connections
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -194,87 +187,43 @@ class Agent:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            worker = tg.create_task(self._worker(), name=f"{self._id}-worker")
-            conn = tg.create_task(self._connection_loop(), name=f"{self._id}-connection")
+            tasks = [
+                tg.create_task(self._worker(), name=f"{self._id}-worker"),
+                tg.create_task(self._link.run(), name=f"{self._id}-link"),
+                tg.create_task(self._publisher(), name=f"{self._id}-publisher"),
+            ]
             await self._stopping.wait()
-            worker.cancel()
-            conn.cancel()
+            for task in tasks:
+                task.cancel()
 
     def _status_payload(self, state: str) -> bytes:
         return encode(new_envelope(Status(state=state), sender=self._id))  # type: ignore[arg-type]
 
-    async def _connection_loop(self) -> None:
-        delay = self.settings.reconnect_min_s
-        while True:
-            await self._emu.wait_online()
-            will = aiomqtt.Will(
-                self._topics.status(self._id), self._status_payload("offline"), qos=1, retain=True
-            )
-            client = mqtt_client(
-                self.settings.broker,
-                identifier=self._client_id,
-                will=will,
-                clean_session=False,  # the broker keeps our inbox while we are away
-            )
-            try:
-                async with client:
-                    self.connections += 1
-                    delay = self.settings.reconnect_min_s
-                    await self._session(client)
-            except* _DeviceOffline:
-                self.connected.clear()  # the loop's wait_online() brings it back
-            except* aiomqtt.MqttError as group:
-                self.connected.clear()
-                jitter = random.uniform(0, delay / 2)
-                _log.warning(
-                    "agent %s: broker %s unreachable (%s); retrying in %.1fs",
-                    self._id,
-                    self.settings.broker.url,
-                    group.exceptions[0],
-                    delay + jitter,
-                )
-                await asyncio.sleep(delay + jitter)
-                delay = min(delay * 2, self.settings.reconnect_max_s)
-
-    async def _session(self, client: aiomqtt.Client) -> None:
-        await client.subscribe(self._topics.inbox(self._id), qos=1)
-        await client.publish(self._topics.hello(self._id), self._hello(), qos=1, retain=True)
-        await client.publish(
+    async def _announce(self, conn: MqttConnection) -> None:
+        """On every connection: subscribe to the inbox and re-announce hello and status."""
+        await conn.subscribe(self._topics.inbox(self._id), qos=1)
+        await conn.publish(self._topics.hello(self._id), self._hello(), qos=1, retain=True)
+        await conn.publish(
             self._topics.status(self._id), self._status_payload("online"), qos=1, retain=True
         )
-        self.connected.set()
         _log.info("agent %s: online at %s", self._id, self.settings.broker.url)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._heartbeats(client), name=f"{self._id}-heartbeat")
-                tg.create_task(self._publisher(client), name=f"{self._id}-publisher")
-                if type(self._emu) is not Emulator:  # a real device never goes offline on cue
-                    tg.create_task(self._emulated_offline(client), name=f"{self._id}-availability")
-                async for message in client.messages:
-                    self._route(message.payload)
-        except asyncio.CancelledError:
-            # A clean stop: say so, since the broker sends the Last Will only on a lost connection.
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                offline = self._status_payload("offline")
-                await client.publish(
-                    self._topics.status(self._id), offline, qos=1, retain=True, timeout=2
-                )
-            raise
-        finally:
-            self.connected.clear()
 
-    async def _emulated_offline(self, client: aiomqtt.Client) -> None:
-        """When the emulated device goes offline, drop the link. The broker would publish our Last
-        Will at once on a dropped TCP connection; publishing ``offline`` ourselves is the same."""
+    async def _while_connected(self, conn: MqttConnection) -> None:
+        async with asyncio.TaskGroup() as tg:
+            beats = tg.create_task(self._heartbeats(conn), name=f"{self._id}-heartbeat")
+            if type(self._emu) is not Emulator:  # a real device never goes offline on cue
+                await self._emulated_offline(conn)
+                beats.cancel()  # returning drops the link; the session waits for wait_online()
+
+    async def _emulated_offline(self, conn: MqttConnection) -> None:
+        """Return when the emulated device goes offline. The broker would publish our Last Will
+        at once on a dropped TCP connection; publishing ``offline`` ourselves is the same."""
         while self._emu.online():
             await asyncio.sleep(0.2)
         _log.info("agent %s: emulated device goes offline", self._id)
-        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+        with contextlib.suppress(LinkError):
             offline = self._status_payload("offline")
-            await client.publish(
-                self._topics.status(self._id), offline, qos=1, retain=True, timeout=2
-            )
-        raise _DeviceOffline
+            await conn.publish(self._topics.status(self._id), offline, retain=True, timeout=2)
 
     def _hello(self) -> bytes:
         caps = self._caps
@@ -292,43 +241,37 @@ class Agent:
         )
         return encode(new_envelope(hello, sender=self._id))
 
-    async def _heartbeats(self, client: aiomqtt.Client) -> None:
+    async def _heartbeats(self, conn: MqttConnection) -> None:
         while True:
             self._seq += 1
             load = _load_average()
             beat = Heartbeat(seq=self._seq, busy=self._busy, load=load, memory_used_bytes=0)
-            await client.publish(
+            await conn.publish(
                 self._topics.heartbeat(self._id), encode(new_envelope(beat, sender=self._id)), qos=0
             )
             await asyncio.sleep(self.settings.heartbeat_s)
 
-    async def _publisher(self, client: aiomqtt.Client) -> None:
+    async def _publisher(self) -> None:
+        """Send replies in order; one that fails waits for the next connection and goes again."""
         while True:
             topic, payload, retain = await self._outbox.get()
-            try:
-                await client.publish(topic, payload, qos=1, retain=retain)
-            except aiomqtt.MqttError:
-                self._outbox.put_nowait((topic, payload, retain))  # keep it for the next session
-                raise
+            while True:
+                try:
+                    await self._link.publish(topic, payload, qos=1, retain=retain, timeout=None)
+                    break
+                except LinkError as exc:
+                    _log.info("agent %s: reply not sent yet (%s); retrying", self._id, exc)
+                    await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------------ instructions
 
-    def _route(self, payload: Any) -> None:
-        if not isinstance(payload, (bytes, bytearray)):
-            self._drop("malformed", "inbox payload is not bytes")
-            return
-        try:
-            env = decode(payload)
-            self._admission.admit(env)
-        except ProtocolError as exc:
-            self._drop(exc.code, str(exc))
-            return
+    def _on_instruction(self, topic: str, env: Envelope, nbytes: int) -> None:
         if isinstance(env.body, Cancel):
             self._cancel_queued(env)
         elif isinstance(env.body, (TrainIns, EvaluateIns)):
             self._instructions.put_nowait(env)
         else:
-            self._drop("unexpected", f"{env.type} does not belong in an inbox")
+            raise UnexpectedMessage(f"{env.type} does not belong in an inbox")
 
     def _cancel_queued(self, cancel: Envelope) -> None:
         kept: list[Envelope] = []
@@ -338,10 +281,6 @@ class Agent:
                 kept.append(env)
         for env in kept:
             self._instructions.put_nowait(env)
-
-    def _drop(self, code: str, why: str) -> None:
-        self.dropped[code] += 1
-        _log.warning("agent %s: dropped a message (%s): %s", self._id, code, why)
 
     def _reply(self, ins: Envelope, body: Message) -> None:
         env = new_envelope(body, sender=self._id, job_id=ins.job_id, round=ins.round)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sqlite3
-import tempfile
 import time
 import zipfile
 import zlib
@@ -28,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from link import atomic_write_bytes
 
 from .engine import JobProgress, RoundRecord
 from .errors import CheckpointError
@@ -107,7 +107,7 @@ class CheckpointStore:
             job_dir.mkdir(parents=True, exist_ok=True)
             buf = io.BytesIO()
             np.savez(buf, **arrays)  # type: ignore[arg-type]
-            _atomic_write(job_dir / name, buf.getvalue())
+            atomic_write_bytes(job_dir / name, buf.getvalue())
             with closing(self._connect()) as db, db:
                 db.execute(
                     "INSERT INTO jobs (job_id, spec, status, round, file, accuracy, best_accuracy,"
@@ -235,16 +235,3 @@ class CheckpointStore:
 def _series(arrays: dict[str, npt.NDArray[Any]], prefix: str) -> list[npt.NDArray[Any]]:
     count = sum(1 for k in arrays if k.rsplit("/", 1)[0] == prefix)
     return [arrays[f"{prefix}/{i}"] for i in range(count)]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

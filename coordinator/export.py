@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from link import atomic_write_bytes
 from protocol import Weights
 
 from .errors import CoordinatorError
@@ -66,12 +67,6 @@ def _convert(keras_model: Any, *, quantize: bool) -> bytes:
         return bytes(converter.convert())
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def export_model(model: GlobalModel, weights: Weights, out_dir: Path) -> ExportReport:
     name = model.spec.name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +87,7 @@ def export_model(model: GlobalModel, weights: Weights, out_dir: Path) -> ExportR
     agreement: dict[str, float] = {}
     for kind, blob in blobs.items():
         path = out_dir / f"{name}.{'float' if kind == 'tflite_float' else 'dynamic'}.tflite"
-        _write(path, blob)
+        atomic_write_bytes(path, blob)
         paths[kind] = path
         agreement[kind] = float(np.mean(np.argmax(litert_predict(blob, x), axis=1) == reference))
     digests = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in paths.items()}

@@ -1,6 +1,6 @@
 """The Fleet over MQTT: registry from retained status/hello and heartbeats, rounds over inboxes.
 
-Every inbound message goes through the same gate: topic → decode → sender matches topic → known
+Every inbound message goes through the same gate (:class:`link.InboundGate`): topic → decode → sender matches topic → known
 agent → admission (duplicate id, job and round) → the round's collector (selected agent, weights
 that fit the model). Anything that fails is logged, counted in :attr:`MqttFleet.dropped` under its
 :class:`~protocol.ProtocolError` code, and dropped; the round goes on.
@@ -12,16 +12,13 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-import aiomqtt
-
+from link import AdmissionScope, Backoff, InboundGate, LinkError
+from link.mqtt import MqttConnection, MqttSession
 from protocol import (
-    Admission,
     BrokerAddress,
     Envelope,
     Failure,
@@ -37,7 +34,6 @@ from protocol import (
     TrainIns,
     TrainRes,
     Weights,
-    decode,
     encode,
     new_envelope,
 )
@@ -48,15 +44,10 @@ from .registry import Registry
 __all__ = ["MqttFleet", "open_mqtt_fleet"]
 
 _log = logging.getLogger(__name__)
-_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class UnknownAgent(ProtocolError):
     code = "unknown_agent"
-
-
-class SpoofedSender(ProtocolError):
-    code = "spoofed"
 
 
 class MqttFleet(Fleet):
@@ -73,56 +64,37 @@ class MqttFleet(Fleet):
         self.topics = topics
         self.identity = identity
         self.registry = Registry(stale_after_s=stale_after_s)
-        self.dropped = Counter()
-        self.connected = asyncio.Event()
-        self._client: aiomqtt.Client | None = None
-        self._admission = Admission()
         self._round: RoundCollector | None = None
-        self._reconnect_max_s = reconnect_max_s
+        self._gate = InboundGate(
+            name="coordinator",
+            handler=self._on_message,
+            sender_of=self._sender_of,
+            scope=self._scope,
+        )
+        self.dropped = self._gate.dropped
+        self._link = MqttSession(
+            broker=broker,
+            identifier=f"hf-{identity}-{random.getrandbits(32):08x}",
+            on_message=self.dispatch,
+            on_connect=self._subscribe,
+            while_connected=self._expire_loop,
+            backoff=Backoff(min_s=min(0.5, reconnect_max_s), max_s=reconnect_max_s),
+            max_queued_outgoing=10_000,
+            name="coordinator",
+        )
+        self.connected = self._link.connected
 
     # ------------------------------------------------------------------ connection
 
     async def run(self) -> None:
         """Stay connected (with backoff) and dispatch inbound messages, until cancelled."""
-        delay = 0.5
-        while True:
-            client = aiomqtt.Client(
-                self.broker.host,
-                self.broker.port,
-                identifier=f"hf-{self.identity}-{random.getrandbits(32):08x}",
-                username=self.broker.username,
-                password=self.broker.password,
-                protocol=aiomqtt.ProtocolVersion.V311,
-                socket_options=[_NODELAY],
-                tls_params=aiomqtt.TLSParameters() if self.broker.tls else None,
-                max_queued_outgoing_messages=10000,
-            )
-            client.pending_calls_threshold = 10_000  # one publish per participant is the norm
-            try:
-                async with client:
-                    for kind in ("status", "hello", "heartbeat", "results"):
-                        await client.subscribe(self.topics.all_agents(kind), qos=1)
-                    self._client = client
-                    self.connected.set()
-                    delay = 0.5
-                    _log.info("coordinator: connected to %s", self.broker.url)
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._expire_loop())
-                        async for message in client.messages:
-                            self.dispatch(str(message.topic), message.payload)
-            except* aiomqtt.MqttError as group:
-                self.connected.clear()
-                self._client = None
-                _log.warning(
-                    "coordinator: lost broker %s (%s); reconnecting in %.1fs",
-                    self.broker.url,
-                    group.exceptions[0],
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._reconnect_max_s)
+        await self._link.run()
 
-    async def _expire_loop(self) -> None:
+    async def _subscribe(self, conn: MqttConnection) -> None:
+        for kind in ("status", "hello", "heartbeat", "results"):
+            await conn.subscribe(self.topics.all_agents(kind), qos=1)
+
+    async def _expire_loop(self, conn: MqttConnection) -> None:
         while True:
             await asyncio.sleep(1.0)
             for agent_id in self.registry.expire(time.time()):
@@ -131,31 +103,44 @@ class MqttFleet(Fleet):
     async def _publish(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 10.0
     ) -> None:
-        if self._client is None:
-            await asyncio.wait_for(self.connected.wait(), timeout=timeout)
-        assert self._client is not None
-        await self._client.publish(topic, payload, qos=1, retain=retain, timeout=timeout)
+        """Publish at QoS 1; :class:`~link.LinkError` when not delivered within ``timeout``."""
+        await self._link.publish(topic, payload, qos=1, retain=retain, timeout=timeout)
 
     # ------------------------------------------------------------------ inbound
 
     def dispatch(self, topic: str, payload: object) -> None:
+        """Pass one received message through the gate; refusals are counted, never raised."""
         try:
-            self._dispatch(topic, payload)
-        except ProtocolError as exc:
-            self.dropped[exc.code] += 1
-            _log.warning("coordinator: dropped message on %s (%s): %s", topic, exc.code, exc)
-
-    def _dispatch(self, topic: str, payload: object) -> None:
-        agent_id, kind = self.topics.parse_agent_topic(topic)
+            _, kind = self.topics.parse_agent_topic(topic)
+        except InvalidTopic as exc:
+            self._gate.drop(exc, topic)
+            return
         if kind == "inbox":
             return  # our own instructions echoed by a wildcard; nothing to do
-        if not isinstance(payload, (bytes, bytearray)):
-            raise InvalidTopic(f"empty or non-binary payload on {topic}")
-        if kind == "status" and not payload:
+        if kind == "status" and payload in (b"", bytearray()):
             return  # a retained status being cleared
-        env = decode(payload)
-        if env.sender != agent_id:
-            raise SpoofedSender(f"message from {env.sender!r} on {agent_id!r}'s topic")
+        self._gate(topic, payload)
+
+    def _sender_of(self, topic: str) -> str:
+        agent_id, _ = self.topics.parse_agent_topic(topic)
+        return agent_id
+
+    def _scope(self, topic: str, env: Envelope) -> AdmissionScope | None:
+        """Replies are admitted against the open round; retained state is exempt (it comes
+        again, same message id, on every subscribe)."""
+        agent_id, kind = self.topics.parse_agent_topic(topic)
+        if kind != "results":
+            return None
+        if agent_id not in self.registry:
+            raise UnknownAgent(f"reply from {agent_id}, which never said hello")
+        self.registry.on_seen(agent_id, time.time())
+        current = self._round
+        if current is None:
+            return AdmissionScope()  # counted as a duplicate or, below, as stale
+        return AdmissionScope(job_id=current.job_id, round=current.round)
+
+    def _on_message(self, topic: str, env: Envelope, nbytes: int) -> None:
+        agent_id, kind = self.topics.parse_agent_topic(topic)
         now = time.time()
         body = env.body
         if kind == "status" and isinstance(body, Status):
@@ -165,20 +150,14 @@ class MqttFleet(Fleet):
         elif kind == "heartbeat" and isinstance(body, Heartbeat):
             self.registry.on_heartbeat(agent_id, body, now)
         elif kind == "results" and isinstance(body, (TrainRes, Failure)):
-            self._on_result(agent_id, env, body, len(payload))
+            current = self._round
+            if current is None:
+                raise StaleRound(
+                    f"{body.TYPE} from {agent_id} for round {env.round}: no round is open"
+                )
+            current.offer(agent_id, body, nbytes)
         else:
             raise StaleRound(f"{env.type} does not belong on {kind}")
-
-    def _on_result(self, agent_id: str, env: Envelope, body: TrainRes | Failure, n: int) -> None:
-        if agent_id not in self.registry:
-            raise UnknownAgent(f"reply from {agent_id}, which never said hello")
-        self.registry.on_seen(agent_id, time.time())
-        current = self._round
-        if current is None:
-            self._admission.admit(env)
-            raise StaleRound(f"{body.TYPE} from {agent_id} for round {env.round}: no round is open")
-        self._admission.admit(env, job_id=current.job_id, round=current.round)
-        current.offer(agent_id, body, n)
 
     # ------------------------------------------------------------------ Fleet
 
@@ -227,7 +206,7 @@ class MqttFleet(Fleet):
             # A send that outlasts the round is a failed send, not a round overrun.
             timeout = max(0.1, deadline - time.time())
             await self._publish(self.topics.inbox(agent_id), payload, timeout=timeout)
-        except (aiomqtt.MqttError, TimeoutError) as exc:
+        except LinkError as exc:
             collector.replies.failures[agent_id] = f"send failed: {exc}"
             return
         collector.replies.bytes_sent += len(payload)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from link import LinkError
 from protocol import JobState, ModelRef, Shard, TrainIns
 
 from .checkpoint import CheckpointStore
@@ -270,7 +271,7 @@ class Coordinator:
             self._on_round(state)
         try:
             await self.fleet.publish_state(self.spec.job_id, state)
-        except Exception as exc:  # monitors are best effort; the job goes on
+        except LinkError as exc:  # monitors are best effort; the job goes on
             _log.warning("job %s: could not publish state: %s", self.spec.job_id, exc)
 
     async def _finish(
@@ -308,7 +309,7 @@ class Coordinator:
         )
         try:
             await self.fleet.publish_model(ref)
-        except Exception as exc:
+        except LinkError as exc:
             _log.warning("job %s: could not publish the model reference: %s", self.spec.job_id, exc)
         return export, ref
 

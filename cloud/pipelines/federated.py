@@ -14,18 +14,14 @@ is complete.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from cloud.errors import DataError
-from protocol._errors import ProtocolError
-from protocol._shard import Shard, decode_shard, encode_shard
+from link import ShardError, atomic_write_json, read_shard, write_shard
+from protocol import Shard
 
 from .partition import label_histogram, partition_dirichlet, partition_iid, split_holdout
 
@@ -85,13 +81,13 @@ def prepare_federated(
     shards_dir = out_dir / _SHARDS_DIR
     shards_dir.mkdir(parents=True, exist_ok=True)
     holdout_path = out_dir / _HOLDOUT_NAME
-    holdout_digest = _write_atomic(holdout_path, encode_shard(held))
+    holdout_digest = write_shard(holdout_path, held)
     shard_paths: list[Path] = []
     shard_entries: list[dict[str, Any]] = []
     histograms = label_histogram(parts, num_classes)
     for index, (part, histogram) in enumerate(zip(parts, histograms, strict=True)):
         path = shards_dir / agent_shard_name(index)
-        digest = _write_atomic(path, encode_shard(part))
+        digest = write_shard(path, part)
         shard_paths.append(path)
         shard_entries.append(
             {
@@ -123,7 +119,7 @@ def prepare_federated(
         "shards": shard_entries,
     }
     manifest_path = out_dir / _MANIFEST_NAME
-    _write_atomic(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write_json(manifest_path, manifest)
     logger.info(
         "wrote %d %s shards and a holdout of %d examples to %s",
         agents,
@@ -135,33 +131,12 @@ def prepare_federated(
 
 
 def read_shard_file(path: Path) -> Shard:
-    """Read a shard file written by :func:`prepare_federated` (or any ``encode_shard`` output)."""
-    path = Path(path)
+    """Read a shard file written by :func:`prepare_federated` (or any ``encode_shard`` output);
+    :class:`DataError` when it is missing or not a shard."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such shard file") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read: {exc}") from exc
-    try:
-        return decode_shard(data)
-    except ProtocolError as exc:
-        raise DataError(f"{path}: not a valid shard: {exc}") from exc
-
-
-def _write_atomic(path: Path, data: bytes) -> str:
-    """Write ``data`` to ``path`` through a temporary file and a rename; return its sha256."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return hashlib.sha256(data).hexdigest()
+        return read_shard(Path(path))
+    except ShardError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def _remove_stale_shards(shards_dir: Path, *, keep: set[str]) -> None:

@@ -1,4 +1,4 @@
-"""Pure functions that split one :class:`~protocol._shard.Shard` into many.
+"""Pure functions that split one :class:`~protocol.Shard` into many.
 
 All of them are deterministic for a given ``seed`` and never copy an example twice: every example of
 the input lands in exactly one output. Bad parameters raise :class:`~cloud.errors.DataError`.
@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloud.errors import DataError
-from protocol._shard import Shard
+from protocol import Shard
 
 __all__ = ["label_histogram", "partition_dirichlet", "partition_iid", "split_holdout"]
 

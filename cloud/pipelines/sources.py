@@ -1,4 +1,4 @@
-"""Loaders that turn raw data into a :class:`~protocol._shard.Shard`.
+"""Loaders that turn raw data into a :class:`~protocol.Shard`.
 
 Every loader returns ``x`` as float32 ``[n, features]`` scaled to ``[0, 1]`` where the source has a
 known pixel range, and ``y`` as int64 labels. Nothing here touches the network: the data either
@@ -21,8 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloud.errors import DataError
-from protocol._errors import ProtocolError
-from protocol._shard import Shard
+from protocol import ProtocolError, Shard
 
 __all__ = ["load_csv", "load_digits", "load_idx", "load_mnist_sample"]
 

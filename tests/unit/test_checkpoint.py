@@ -146,7 +146,7 @@ def test_only_the_latest_npz_remains(store: CheckpointStore) -> None:
     assert sorted(p.name for p in job_dir.iterdir()) == ["round-000003.npz"]  # no temp files
 
 
-def _disk_full(path: Path, data: bytes) -> None:
+def _disk_full(path: Path, data: bytes) -> str:
     raise OSError(28, "No space left on device")
 
 
@@ -156,7 +156,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(
     p1, p2, p3 = rounds(0.2, 0.3, 0.4)
     store.save(p1, spec=SPEC, strategy_state={})
     store.save(p2, spec=SPEC, strategy_state={})
-    monkeypatch.setattr(checkpoint, "_atomic_write", _disk_full)
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", _disk_full)
 
     with pytest.raises(CheckpointError, match="No space left"):
         store.save(p3, spec=SPEC, strategy_state={})
@@ -178,7 +178,7 @@ def test_a_rename_that_fails_leaves_no_temp_file_and_the_previous_checkpoint(
     def crash(src: object, dst: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(checkpoint.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)  # what link.atomic_write_bytes renames with
     with pytest.raises(CheckpointError):
         store.save(p3, spec=SPEC, strategy_state={})
     monkeypatch.undo()

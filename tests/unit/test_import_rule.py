@@ -1,5 +1,5 @@
 """The import rule of DESIGN.md: agent, coordinator and cloud never import each other; protocol
-imports nothing of ours; nobody imports hyperfleet (the CLI)."""
+imports nothing of ours; link imports only protocol; nobody imports hyperfleet (the CLI)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"protocol", "agent", "coordinator", "cloud", "hyperfleet"}
+OURS = {"protocol", "link", "agent", "coordinator", "cloud", "hyperfleet"}
 ALLOWED = {
     "protocol": set(),
-    "agent": {"protocol"},
-    "coordinator": {"protocol"},
-    "cloud": {"protocol"},
+    "link": {"protocol"},
+    "agent": {"protocol", "link"},
+    "coordinator": {"protocol", "link"},
+    "cloud": {"protocol", "link"},
     "hyperfleet": OURS,
 }
 

@@ -28,7 +28,7 @@ from cloud.pipelines import (
     read_shard_file,
     split_holdout,
 )
-from protocol._shard import Shard, encode_shard
+from protocol import Shard, encode_shard
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
