@@ -320,6 +320,8 @@ class Agent:
             return EvaluateRes(
                 loss=result.loss, accuracy=result.accuracy, num_examples=result.num_examples
             )
+        if self._num_examples == 0:  # not a matter of time: no amount of it makes one step
+            return Failure(code="no_data", reason="this agent's shard has no examples")
         config = self._emu.plan_work(
             ins.config, self._num_examples, deadline_mono - time.monotonic(), nbytes
         )

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from protocol import (
+    DEFAULT_MAX_UPDATE_NORM_RATIO,
     DuplicateMessage,
     Failure,
     Hello,
@@ -27,6 +28,7 @@ from protocol import (
     TrainIns,
     TrainRes,
     Weights,
+    check_update_norm,
     check_weights_like,
 )
 
@@ -48,16 +50,29 @@ class RoundReplies:
 
 
 class RoundCollector:
-    """Collects the replies of one round; decides when it is over. Shared by every Fleet."""
+    """Collects the replies of one round; decides when it is over. Shared by every Fleet.
+
+    An update that does not fit the model, or moves it by more than ``max_update_norm_ratio``
+    times its norm (:func:`~protocol.check_update_norm`), is that agent's failure ("rejected
+    update: ...") and the rest of the round goes on.
+    """
 
     def __init__(
-        self, *, job_id: str, round: int, expected: set[str], reference: Weights, quorum: int
+        self,
+        *,
+        job_id: str,
+        round: int,
+        expected: set[str],
+        reference: Weights,
+        quorum: int,
+        max_update_norm_ratio: float = DEFAULT_MAX_UPDATE_NORM_RATIO,
     ) -> None:
         self.job_id = job_id
         self.round = round
         self.expected = expected
         self.reference = reference
         self.quorum = quorum
+        self.max_update_norm_ratio = max_update_norm_ratio
         self.replies = RoundReplies()
         self.sent_at: dict[str, float] = {}
         self.done = asyncio.Event()
@@ -73,6 +88,9 @@ class RoundCollector:
         if isinstance(body, TrainRes):
             try:
                 check_weights_like(body.weights, self.reference)
+                check_update_norm(
+                    body.weights, self.reference, max_ratio=self.max_update_norm_ratio
+                )
             except ProtocolError as exc:
                 replies.failures[agent_id] = f"rejected update: {exc}"
                 self._check_done()

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from protocol import Hello
+from protocol import MAP_BOUNDS, Hello
 
 __all__ = ["AgentProfile", "ProfileBook"]
 
@@ -51,10 +51,23 @@ class AgentProfile:
         return self.comm_s + examples / self.train_rate
 
 
+_PROFILE_BOUNDS = MAP_BOUNDS[(Hello, "profile")]
+
+
+def _announced(profile: Mapping[str, float], key: str, default: float) -> float:
+    """An announced figure, or ``default`` when absent or outside the wire's bounds (a hello made
+    in-process skips decoding, where an out-of-range one is dropped)."""
+    value = profile.get(key, default)
+    bound = _PROFILE_BOUNDS.get(key)
+    if not math.isfinite(value) or (bound is not None and value not in bound):
+        return default
+    return float(value)
+
+
 def _seed_comm_s(profile: Mapping[str, float], model_bytes: int) -> float:
-    up = profile.get("uplink_mbps", _DEFAULT_MBPS)
-    down = profile.get("downlink_mbps", _DEFAULT_MBPS)
-    rtt = profile.get("rtt_ms", _DEFAULT_RTT_MS) / 1000
+    up = _announced(profile, "uplink_mbps", _DEFAULT_MBPS)
+    down = _announced(profile, "downlink_mbps", _DEFAULT_MBPS)
+    rtt = _announced(profile, "rtt_ms", _DEFAULT_RTT_MS) / 1000
     return model_bytes * 8 / (down * 1e6) + model_bytes * 8 / (up * 1e6) + rtt
 
 
@@ -86,9 +99,9 @@ class ProfileBook:
                 agent_id=agent_id,
                 device_class=hello.device_class,
                 num_examples=hello.num_examples,
-                train_rate=float(announced.get("train_rate", _DEFAULT_RATE)),
+                train_rate=_announced(announced, "train_rate", _DEFAULT_RATE),
                 comm_s=_seed_comm_s(announced, self.model_bytes),
-                reliability=1.0 - float(announced.get("failure_rate", 0.0)),
+                reliability=1.0 - _announced(announced, "failure_rate", 0.0),
                 label_counts=tuple(hello.label_counts),
             )
             self._profiles[agent_id] = p

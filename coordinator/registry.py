@@ -95,8 +95,16 @@ class Registry:
         return gone
 
     def available(self) -> list[AgentRecord]:
-        """Online agents that have announced themselves, in id order."""
+        """Online agents that have announced themselves with data to train on, in id order.
+
+        An agent whose ``hello`` says ``num_examples = 0`` can only fail an instruction, and each
+        failure would lower its standing for nothing: it is never available.
+        """
         return sorted(
-            (r for r in self._agents.values() if r.online and r.hello is not None),
+            (
+                r
+                for r in self._agents.values()
+                if r.online and r.hello is not None and r.hello.num_examples > 0
+            ),
             key=lambda r: r.agent_id,
         )

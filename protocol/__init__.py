@@ -4,6 +4,15 @@ Imported by every other package; imports nothing of ours.
 """
 
 from ._admission import Admission, check_weights_like
+from ._bounds import (
+    DEFAULT_MAX_UPDATE_NORM_RATIO,
+    ENVELOPE_BOUNDS,
+    FIELD_BOUNDS,
+    MAP_BOUNDS,
+    Bound,
+    check_bounds,
+    check_update_norm,
+)
 from ._broker import BrokerAddress, parse_broker_url
 from ._codec import DEFAULT_LIMITS, PROTOCOL_VERSION, Limits, decode, encode, new_envelope
 from ._errors import (
@@ -12,6 +21,7 @@ from ._errors import (
     InvalidTopic,
     MalformedMessage,
     NonFiniteValues,
+    OutOfRange,
     PayloadTooLarge,
     ProtocolError,
     ShapeMismatch,
@@ -44,9 +54,14 @@ from ._topics import AGENT_ID_PATTERN, Topics, check_agent_id
 __all__ = [
     "AGENT_ID_PATTERN",
     "DEFAULT_LIMITS",
+    "DEFAULT_MAX_UPDATE_NORM_RATIO",
+    "ENVELOPE_BOUNDS",
+    "FIELD_BOUNDS",
+    "MAP_BOUNDS",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
     "Admission",
+    "Bound",
     "BrokerAddress",
     "Cancel",
     "DuplicateMessage",
@@ -65,6 +80,7 @@ __all__ = [
     "Message",
     "ModelRef",
     "NonFiniteValues",
+    "OutOfRange",
     "PayloadTooLarge",
     "ProtocolError",
     "Shard",
@@ -79,6 +95,8 @@ __all__ = [
     "UnsupportedVersion",
     "Weights",
     "check_agent_id",
+    "check_bounds",
+    "check_update_norm",
     "check_weights_like",
     "decode",
     "decode_shard",

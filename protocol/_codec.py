@@ -10,7 +10,8 @@ every array in the message, each starting ``ALIGN``-aligned from the frame's sta
 In the header an array is ``[dtype, shape, nbytes]``; padding is zero bytes. Decoding wraps the
 arrays with :func:`numpy.frombuffer`, so they are zero-copy, read-only, aligned views of the frame.
 Decoding checks everything a hostile or broken sender could get wrong and raises a
-:class:`~protocol.ProtocolError` subclass; it never returns a half-checked message.
+:class:`~protocol.ProtocolError` subclass; it never returns a half-checked message. Last, every
+number is checked against its field's bounds (:mod:`protocol._bounds`): :class:`~protocol.OutOfRange`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 
+from ._bounds import check_bounds
 from ._errors import (
     InvalidArray,
     MalformedMessage,
@@ -266,6 +268,7 @@ def decode(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIM
         raise MalformedMessage(
             f"{len(reader.blob) - reader.offset} trailing bytes after the arrays"
         )
+    check_bounds(env)
     return env
 
 

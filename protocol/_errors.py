@@ -10,6 +10,8 @@ the counter a receiver bumps when it drops the message::
     ├── PayloadTooLarge      "oversize"      a frame or a part of it above the configured limits
     ├── InvalidArray         "bad_array"     an array whose dtype, shape or byte count is wrong
     ├── NonFiniteValues      "non_finite"    NaN or Inf in a float array
+    ├── OutOfRange           "out_of_range"  a number outside its field's bounds (protocol._bounds),
+    │                                        or an update too far from the model it updates
     ├── ShapeMismatch        "shape"         weights that do not fit the model they claim to update
     ├── StaleRound           "stale_round"   a reply for a job or round that is not the current one
     ├── DuplicateMessage     "duplicate"     a message id already seen
@@ -49,6 +51,10 @@ class InvalidArray(ProtocolError):
 
 class NonFiniteValues(ProtocolError):
     code = "non_finite"
+
+
+class OutOfRange(ProtocolError):
+    code = "out_of_range"
 
 
 class ShapeMismatch(ProtocolError):

@@ -30,7 +30,8 @@ def digits_split(agents: int, *, seed: int = 0, alpha: float = 0.5) -> tuple[lis
 
 @dataclass
 class ScriptedTrainer:
-    """A trainer whose behaviour a test chooses: ``ok``, ``fail``, ``slow`` or ``bad_shape``."""
+    """A trainer whose behaviour a test chooses: ``ok``, ``fail``, ``slow``, ``bad_shape`` or
+    ``huge`` (every value 1e30: finite, so the codec passes it, but no honest update)."""
 
     behaviour: str = "ok"
     delay_s: float = 0.0
@@ -48,6 +49,8 @@ class ScriptedTrainer:
         out = [np.asarray(w, dtype=np.float32) + 1.0 for w in weights]
         if self.behaviour == "bad_shape":
             out = [np.zeros((3, 3), dtype=np.float32)]
+        if self.behaviour == "huge":
+            out = [np.full_like(w, 1e30) for w in out]
         return FitResult(weights=out, steps=1, num_examples=10, loss=0.5, train_s=self.delay_s)
 
     def evaluate(self, model: str, weights: list[npt.NDArray[Any]]) -> EvalResult:

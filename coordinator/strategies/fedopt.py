@@ -12,7 +12,9 @@ Optimization", ICLR 2021 (arXiv:2003.00295), Algorithm 2. Each round::
 ``v_{-1} >= tau ** 2``; Flower, and we, start from zero.) There is no Adam bias correction:
 Algorithm 2 has none, while Flower's older ``FedAdam`` scales ``eta`` by
 ``sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)``. ``eta_l``, the client learning rate, is the
-agents' business and not a parameter here.
+agents' business and not a parameter here. A round whose new moments or model would not be finite
+(one exploded update overflowing ``v``) raises :class:`~coordinator.errors.StrategyError` and
+commits nothing: the previous state and model stay.
 """
 
 from __future__ import annotations
@@ -72,9 +74,17 @@ class FedOpt(Strategy):
             delta = avg - now
             m = self.beta_1 * m_old.astype(np.float64) + (1 - self.beta_1) * delta
             v = self.second_moment(v_old.astype(np.float64), delta * delta)
-            new.append((now + self.eta * m / (np.sqrt(v) + self.tau)).astype(np.float32))
-            moments_m.append(m.astype(np.float32))
-            moments_v.append(v.astype(np.float32))
+            with np.errstate(over="ignore", invalid="ignore"):  # found by the check below
+                new.append((now + self.eta * m / (np.sqrt(v) + self.tau)).astype(np.float32))
+                moments_m.append(m.astype(np.float32))
+                moments_v.append(v.astype(np.float32))
+        # With v overflowed to inf the step m / sqrt(v) is 0: the model looks fine and never
+        # moves again. Nothing is committed unless all of it is finite.
+        if not all(np.isfinite(a).all() for a in (*new, *moments_m, *moments_v)):
+            raise StrategyError(
+                f"{self.name} server optimiser state would not be finite in round "
+                f"{server_round}; kept the previous state and model"
+            )
         self._m, self._v = moments_m, moments_v
         return new
 

@@ -79,6 +79,15 @@ class FleetContract:
         assert "rejected update" in replies.failures["a1"]
         assert fleet.dropped["shape"] == 1
 
+    def test_an_update_far_from_the_model_is_that_agents_failure_and_counted(self) -> None:
+        """Issue 13: one update of all-1e30 values (finite) overflowed FedAdam's state to inf.
+        It is now refused at the collector: only that agent's contribution is lost."""
+        replies, _, fleet = self.run({"a0": ("ok", 0), "a1": ("huge", 0)}, timeout=10)
+        assert list(replies.results) == ["a0"]
+        assert "rejected update" in replies.failures["a1"]
+        assert "update norm" in replies.failures["a1"]
+        assert fleet.dropped["out_of_range"] == 1
+
     def test_quorum_ends_the_round_early(self) -> None:
         # a2 answers after 4 s, well inside the 8 s deadline: only quorum can leave it out.
         replies, _, _ = self.run(
@@ -107,7 +116,9 @@ class TestInMemoryFleet(FleetContract):
                     weights=tuple(fit.weights), num_examples=10, steps=1, loss=0.5, train_s=0
                 )
 
-            hello = Hello(device_class="x86-cpu", arch="x86_64", cores=1, memory_bytes=1)
+            hello = Hello(
+                device_class="x86-cpu", arch="x86_64", cores=1, memory_bytes=1, num_examples=10
+            )
             agents[agent_id] = (hello, call)
         yield InMemoryFleet(agents)
 

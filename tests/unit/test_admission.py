@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,10 @@ from protocol import (
     Cancel,
     DuplicateMessage,
     Envelope,
+    OutOfRange,
     ShapeMismatch,
     StaleRound,
+    check_update_norm,
     check_weights_like,
 )
 
@@ -113,3 +116,55 @@ def test_wrong_weight_shape(bad: npt.NDArray[Any]) -> None:
 def test_non_float_weights(dtype: type[np.generic]) -> None:
     with pytest.raises(ShapeMismatch, match="weight 1"):
         check_weights_like([np.zeros((3, 2), np.float32), np.zeros(2, dtype)], model())
+
+
+# ------------------------------------------------------------------ update norm
+
+
+MODEL = (np.full((2, 2), 3.0, dtype=np.float32), np.full(1, 4.0, dtype=np.float32))  # norm 7.21
+
+
+def shifted(by: float, dtype: str = "float32") -> tuple[npt.NDArray[Any], ...]:
+    return tuple((w + by).astype(dtype) for w in MODEL)
+
+
+def test_an_update_near_the_model_passes_with_its_distance() -> None:
+    assert check_update_norm(shifted(1.0), MODEL) == pytest.approx(math.sqrt(5))
+    assert check_update_norm(MODEL, MODEL) == 0.0
+
+
+def test_an_update_far_from_the_model_is_out_of_range() -> None:
+    norm = math.sqrt(4 * 3.0**2 + 4.0**2)
+    limit = 10 * norm
+    step = limit / math.sqrt(5)  # every one of the 5 values moved by this
+    assert check_update_norm(shifted(step * 0.99), MODEL, max_ratio=10) < limit
+    with pytest.raises(OutOfRange, match="update norm") as info:
+        check_update_norm(shifted(step * 1.01), MODEL, max_ratio=10)
+    assert info.value.code == "out_of_range"
+
+
+@pytest.mark.parametrize("value", [1e30, 3e38, -3e38])
+def test_huge_finite_updates_are_out_of_range_also_when_their_square_overflows(
+    value: float,
+) -> None:
+    huge = tuple(np.full_like(w, value) for w in MODEL)
+    with pytest.raises(OutOfRange):
+        check_update_norm(huge, MODEL)
+    with pytest.raises(OutOfRange):
+        check_update_norm(tuple(w.astype(np.float64) * 1e200 for w in huge), MODEL)
+
+
+def test_a_model_at_zero_is_measured_against_the_floor() -> None:
+    zeros = tuple(np.zeros_like(w) for w in MODEL)
+    ones = tuple(np.ones_like(w) for w in MODEL)  # distance sqrt(5) from zeros
+    assert check_update_norm(ones, zeros, max_ratio=3) == pytest.approx(math.sqrt(5))
+    with pytest.raises(OutOfRange):
+        check_update_norm(ones, zeros, max_ratio=2)
+    assert check_update_norm(ones, zeros, max_ratio=2, min_norm=2.0) == pytest.approx(math.sqrt(5))
+
+
+def test_update_norm_bounds_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        check_update_norm(MODEL, MODEL, max_ratio=0)
+    with pytest.raises(ValueError, match="positive"):
+        check_update_norm(MODEL, MODEL, min_norm=-1)

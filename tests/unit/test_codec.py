@@ -10,6 +10,7 @@ import dataclasses
 import math
 import struct
 import time
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +23,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from protocol import (
+    ENVELOPE_BOUNDS,
+    FIELD_BOUNDS,
+    MAP_BOUNDS,
     MESSAGE_TYPES,
+    Bound,
     Cancel,
     DuplicateMessage,
     Envelope,
@@ -40,6 +45,7 @@ from protocol import (
     Message,
     ModelRef,
     NonFiniteValues,
+    OutOfRange,
     PayloadTooLarge,
     ProtocolError,
     ShapeMismatch,
@@ -84,6 +90,42 @@ text = st.text(max_size=16)
 float_maps = st.dictionaries(text, finite, max_size=4)
 
 
+def in_bounds(record: type, name: str) -> st.SearchStrategy[Any]:
+    """Values of ``record.name`` inside its bounds (``protocol.FIELD_BOUNDS``), of its wire type:
+    generated messages must be ones a receiver accepts."""
+    bound = FIELD_BOUNDS[record][name]
+    hint = typing.get_type_hints(record)[name]
+    if int in (hint, *typing.get_args(hint)):  # int, int | None, tuple[int, ...]
+        low = -(2**63) if bound.low == -math.inf else math.floor(bound.low) + int(bound.low_open)
+        return st.integers(min_value=low, max_value=2**63 - 1)
+    return floats_in(bound)
+
+
+def floats_in(bound: Bound) -> st.SearchStrategy[float]:
+    return st.floats(
+        min_value=None if bound.low == -math.inf else bound.low,
+        max_value=None if bound.high == math.inf else bound.high,
+        exclude_min=bound.low_open and bound.low != -math.inf,
+        exclude_max=bound.high_open and bound.high != math.inf,
+        allow_nan=False,
+        allow_infinity=False,
+    )
+
+
+def bounded_map(record: type, name: str) -> st.SearchStrategy[dict[str, float]]:
+    """A ``str -> float`` map whose known keys (``protocol.MAP_BOUNDS``) are in bounds."""
+    known = MAP_BOUNDS[(record, name)]
+    return st.builds(
+        lambda fixed, free: {**free, **fixed},
+        st.fixed_dictionaries({}, optional={k: floats_in(b) for k, b in known.items()}),
+        st.dictionaries(text.filter(lambda k: k not in known), finite, max_size=3),
+    )
+
+
+def b(record: type, name: str) -> st.SearchStrategy[Any]:
+    return in_bounds(record, name)
+
+
 def _arrays_of(dtype: np.dtype[Any]) -> st.SearchStrategy[npt.NDArray[Any]]:
     elements = (
         hnp.from_dtype(dtype, allow_nan=False, allow_infinity=False)
@@ -103,15 +145,17 @@ plain_values = st.recursive(
     max_leaves=12,
 )
 
-gpu_infos = st.builds(GpuInfo, index=ints, name=text, memory_bytes=ints)
+gpu_infos = st.builds(
+    GpuInfo, index=b(GpuInfo, "index"), name=text, memory_bytes=b(GpuInfo, "memory_bytes")
+)
 train_configs = st.builds(
     TrainConfig,
-    epochs=ints,
-    local_steps=st.none() | ints,
-    batch_size=ints,
-    learning_rate=finite,
-    proximal_mu=finite,
-    seed=ints,
+    epochs=b(TrainConfig, "epochs"),
+    local_steps=st.none() | b(TrainConfig, "local_steps"),
+    batch_size=b(TrainConfig, "batch_size"),
+    learning_rate=b(TrainConfig, "learning_rate"),
+    proximal_mu=b(TrainConfig, "proximal_mu"),
+    seed=b(TrainConfig, "seed"),
 )
 
 BODIES: Mapping[type[Message], st.SearchStrategy[Message]] = {
@@ -120,56 +164,74 @@ BODIES: Mapping[type[Message], st.SearchStrategy[Message]] = {
         Hello,
         device_class=text,
         arch=text,
-        cores=ints,
-        memory_bytes=ints,
+        cores=b(Hello, "cores"),
+        memory_bytes=b(Hello, "memory_bytes"),
         gpus=st.lists(gpu_infos, max_size=3).map(tuple),
         runtimes=st.lists(text, max_size=3).map(tuple),
-        num_examples=ints,
+        num_examples=b(Hello, "num_examples"),
         software=text,
-        profile=float_maps,
+        profile=bounded_map(Hello, "profile"),
+        label_counts=st.lists(b(Hello, "label_counts"), max_size=4).map(tuple),
     ),
     Heartbeat: st.builds(
-        Heartbeat, seq=ints, busy=st.booleans(), load=finite, memory_used_bytes=ints
+        Heartbeat,
+        seq=b(Heartbeat, "seq"),
+        busy=st.booleans(),
+        load=b(Heartbeat, "load"),
+        memory_used_bytes=b(Heartbeat, "memory_used_bytes"),
     ),
     TrainIns: st.builds(
-        TrainIns, model=text, weights=weights, config=train_configs, deadline=finite
+        TrainIns,
+        model=text,
+        weights=weights,
+        config=train_configs,
+        deadline=b(TrainIns, "deadline"),
     ),
     TrainRes: st.builds(
         TrainRes,
         weights=weights,
-        num_examples=ints,
-        steps=ints,
+        num_examples=b(TrainRes, "num_examples"),
+        steps=b(TrainRes, "steps"),
         loss=finite,
-        train_s=finite,
+        train_s=b(TrainRes, "train_s"),
         metrics=float_maps,
     ),
     EvaluateIns: st.builds(
-        EvaluateIns, model=text, weights=weights, deadline=finite, batch_size=ints
+        EvaluateIns,
+        model=text,
+        weights=weights,
+        deadline=b(EvaluateIns, "deadline"),
+        batch_size=b(EvaluateIns, "batch_size"),
     ),
-    EvaluateRes: st.builds(EvaluateRes, loss=finite, accuracy=finite, num_examples=ints),
+    EvaluateRes: st.builds(
+        EvaluateRes,
+        loss=finite,
+        accuracy=b(EvaluateRes, "accuracy"),
+        num_examples=b(EvaluateRes, "num_examples"),
+    ),
     Failure: st.builds(Failure, code=text, reason=text),
     Cancel: st.builds(Cancel, reason=text),
     ModelRef: st.builds(
         ModelRef,
         name=text,
-        version=ints,
+        version=b(ModelRef, "version"),
         job_id=text,
         format=text,
         url=text,
         sha256=text,
-        size_bytes=ints,
-        metrics=float_maps,
+        size_bytes=b(ModelRef, "size_bytes"),
+        metrics=bounded_map(ModelRef, "metrics"),
         variants=st.dictionaries(text, text, max_size=3),
     ),
     JobState: st.builds(
         JobState,
         status=text,
-        round=ints,
-        accuracy=finite,
-        best_accuracy=finite,
-        target_accuracy=finite,
-        elapsed_s=finite,
-        time_budget_s=finite,
+        round=b(JobState, "round"),
+        accuracy=b(JobState, "accuracy"),
+        best_accuracy=b(JobState, "best_accuracy"),
+        target_accuracy=b(JobState, "target_accuracy"),
+        elapsed_s=b(JobState, "elapsed_s"),
+        time_budget_s=b(JobState, "time_budget_s"),
         participants=st.lists(text, max_size=3).map(tuple),
         failures=st.lists(text, max_size=3).map(tuple),
         plan=st.dictionaries(text, plain_values, max_size=4),
@@ -185,8 +247,8 @@ def envelopes(body: st.SearchStrategy[Message]) -> st.SearchStrategy[Envelope]:
         msg_id=st.text(min_size=1, max_size=32),
         sender=text,
         job_id=text,
-        round=ints,
-        ts=finite,
+        round=st.integers(min_value=0, max_value=2**63 - 1),
+        ts=floats_in(ENVELOPE_BOUNDS["ts"]),
     )
 
 
@@ -726,6 +788,114 @@ def test_non_finite_scalars(bad: float) -> None:
         decode(pack_frame(job_state_header({"lr": [1.0, {"x": bad}]})))
 
 
+def outside(bound: Bound, *, integer: bool) -> int | float:
+    """A number just outside ``bound``, below it where it has a lower end."""
+    if bound.low != -math.inf:
+        if integer:
+            return math.ceil(bound.low) - 1 if not bound.low_open else math.floor(bound.low)
+        return bound.low if bound.low_open else bound.low - 1.0
+    return bound.high if bound.high_open else bound.high + 1.0
+
+
+NESTED: Mapping[type, tuple[type[Message], str]] = {
+    GpuInfo: (Hello, "gpus"),
+    TrainConfig: (TrainIns, "config"),
+}
+"""Where a record that is not a message travels."""
+
+FIELD_CASES = sorted(
+    ((record, name) for record, fields_ in FIELD_BOUNDS.items() for name in fields_),
+    key=lambda case: (case[0].__name__, case[1]),
+)
+
+
+def _with_field(body: Message, record: type, name: str, value: object) -> Message:
+    if isinstance(getattr(body, name, None), tuple) and not isinstance(value, tuple):
+        value = (value,)  # label_counts: one bad element
+    if type(body) is record:
+        return dataclasses.replace(body, **{name: value})  # type: ignore[type-var]
+    _, where = NESTED[record]
+    inner = getattr(body, where)
+    if where == "gpus":
+        gpu = GpuInfo(index=0, name="g", memory_bytes=1)
+        return dataclasses.replace(body, gpus=(dataclasses.replace(gpu, **{name: value}),))  # type: ignore[type-var]
+    return dataclasses.replace(body, **{where: dataclasses.replace(inner, **{name: value})})  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(
+    ("record", "name"), FIELD_CASES, ids=[f"{r.__name__}.{n}" for r, n in FIELD_CASES]
+)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_number_outside_its_bounds_is_out_of_range(
+    record: type, name: str, data: st.DataObject
+) -> None:
+    message_type = NESTED.get(record, (record, ""))[0]
+    env = data.draw(envelopes(BODIES[message_type]))
+    assert isinstance(decode(encode(env)), Envelope)  # in bounds: accepted
+    hint = typing.get_type_hints(record)[name]
+    bad = outside(FIELD_BOUNDS[record][name], integer=int in (hint, *typing.get_args(hint)))
+    frame = encode(dataclasses.replace(env, body=_with_field(env.body, record, name, bad)))
+    with pytest.raises(OutOfRange, match=rf"{record.__name__}\.{name}") as info:
+        decode(frame)
+    assert info.value.code == "out_of_range"
+
+
+MAP_CASES = sorted(
+    ((record, field_, key) for (record, field_), keys in MAP_BOUNDS.items() for key in keys),
+    key=lambda case: (case[0].__name__, case[1], case[2]),
+)
+
+
+@pytest.mark.parametrize(
+    ("record", "field_", "key"), MAP_CASES, ids=[f"{r.__name__}.{f}.{k}" for r, f, k in MAP_CASES]
+)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_known_map_key_outside_its_bounds_is_out_of_range(
+    record: type[Message], field_: str, key: str, data: st.DataObject
+) -> None:
+    env = data.draw(envelopes(BODIES[record]))
+    bad = outside(MAP_BOUNDS[(record, field_)][key], integer=False)
+    body = dataclasses.replace(env.body, **{field_: {**getattr(env.body, field_), key: bad}})  # type: ignore[type-var]
+    with pytest.raises(OutOfRange, match=key):
+        decode(encode(dataclasses.replace(env, body=body)))
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, 5e-324])
+def test_train_rate_must_be_positive(value: float) -> None:
+    hello = Hello(
+        device_class="pi", arch="aarch64", cores=4, memory_bytes=1, profile={"train_rate": value}
+    )
+    frame = encode(new_envelope(hello, sender="pi-0"))
+    if value > 0:
+        assert isinstance(decode(frame).body, Hello)
+    else:
+        with pytest.raises(OutOfRange, match="train_rate"):
+            decode(frame)
+
+
+def test_unknown_map_keys_need_only_be_finite() -> None:
+    hello = Hello(device_class="pi", arch="a", cores=1, memory_bytes=1, profile={"custom": -5.0})
+    assert decode(encode(new_envelope(hello, sender="pi-0"))).body == hello
+
+
+@pytest.mark.parametrize(("field_", "value"), [("r", -1), ("ts", -1.0)])
+def test_envelope_numbers_outside_their_bounds(field_: str, value: object) -> None:
+    with pytest.raises(OutOfRange):
+        decode(pack_frame({**train_res_header(), field_: value}, F32X3))
+
+
+def test_every_bounded_field_exists() -> None:
+    """A renamed field would silently lose its bound."""
+    for record, bounds in FIELD_BOUNDS.items():
+        names = {f.name for f in dataclasses.fields(record)}
+        assert set(bounds) <= names, record
+    for (record, field_), _ in MAP_BOUNDS.items():
+        assert field_ in {f.name for f in dataclasses.fields(record)}
+    assert set(ENVELOPE_BOUNDS) <= {f.name for f in dataclasses.fields(Envelope)}
+
+
 def test_integer_arrays_may_hold_any_bit_pattern() -> None:
     raw = np.array([0x7FF8000000000000, -1], dtype=np.int64)  # a NaN pattern, as integers
     out = decode(encode(train_res_envelope(raw))).body
@@ -916,6 +1086,7 @@ def test_frame_shorter_than_its_prefix(data: bytes) -> None:
         (PayloadTooLarge, "oversize"),
         (InvalidArray, "bad_array"),
         (NonFiniteValues, "non_finite"),
+        (OutOfRange, "out_of_range"),
         (ShapeMismatch, "shape"),
         (StaleRound, "stale_round"),
         (DuplicateMessage, "duplicate"),

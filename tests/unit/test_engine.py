@@ -387,6 +387,18 @@ def test_available_lists_online_agents_that_said_hello_in_id_order() -> None:
     assert [r.agent_id for r in registry.available()] == ["a", "c", "silent"]
 
 
+def test_an_agent_without_examples_is_never_available() -> None:
+    """Issue 13: an agent with an empty shard was chosen every round and failed each time."""
+    registry = Registry()
+    empty = dataclasses.replace(HELLO, num_examples=0)
+    for agent_id, hello in (("a", HELLO), ("empty", empty)):
+        registry.on_status(agent_id, ONLINE, now=0.0)
+        registry.on_hello(agent_id, hello, now=0.0)
+    assert [r.agent_id for r in registry.available()] == ["a"]
+    registry.on_hello("empty", HELLO, now=1.0)  # its data arrived: it re-announces
+    assert [r.agent_id for r in registry.available()] == ["a", "empty"]
+
+
 def test_sessions_count_reconnects() -> None:
     registry = Registry()
 

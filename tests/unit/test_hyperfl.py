@@ -543,3 +543,38 @@ def test_participants_grow_with_k_up_to_the_fleet() -> None:
     plan = planner.plan(start("job", WEIGHTS), make_fleet(), budget_left_s=1e4, train_options={})
     assert len(plan.participants) <= len(make_fleet())
     assert plan.info["target_participants"] == 30
+
+
+@pytest.mark.parametrize(
+    "announced",
+    [{"train_rate": 0.0}, {"uplink_mbps": 0.0}, {"downlink_mbps": 0.0}],
+    ids=["train_rate", "uplink", "downlink"],
+)
+def test_a_hello_announcing_a_zero_speed_never_reaches_the_planner(
+    announced: dict[str, float],
+) -> None:
+    """Issue 13: a retained hello with ``train_rate = 0`` made the planner divide by zero, and
+    the coordinator died again on every restart while the message stayed retained. It is now an
+    ``out_of_range`` drop at decode (what the fleets' inbound gate counts)."""
+    from protocol import ProtocolError, decode, encode, new_envelope
+
+    hello = Hello(
+        device_class="pi",
+        arch="aarch64",
+        cores=4,
+        memory_bytes=1 << 30,
+        num_examples=EXAMPLES,
+        profile={"train_rate": 3.0, **LINK, **announced},
+    )
+    frame = encode(new_envelope(hello, sender="pi-0"))
+    planner = HyperFLPlanner(HyperFLSettings(), model_bytes=MODEL_BYTES)
+
+    def receive_and_plan() -> None:  # what a fleet and the coordinator do with a retained hello
+        received = decode(frame).body  # before the fix: decoded, then ZeroDivisionError below
+        assert isinstance(received, Hello)
+        fleet = [*make_fleet(1), AgentRecord("pi-0", hello=received, online=True)]
+        planner.plan(start("job", WEIGHTS), fleet, budget_left_s=100.0, train_options={})
+
+    with pytest.raises(ProtocolError) as info:
+        receive_and_plan()
+    assert info.value.code == "out_of_range"

@@ -160,3 +160,33 @@ def test_the_book_iterates_every_profile() -> None:
 def test_alpha_must_be_a_share(alpha: float) -> None:
     with pytest.raises(ValueError, match="alpha"):
         ProfileBook(model_bytes=MODEL_BYTES, alpha=alpha)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"train_rate": 0.0},
+        {"train_rate": -3.0},
+        {"uplink_mbps": 0.0},
+        {"downlink_mbps": -1.0},
+        {"rtt_ms": -5.0},
+        {"failure_rate": 7.0},
+    ],
+)
+def test_announced_figures_outside_the_wire_bounds_fall_back_to_defaults(
+    bad: dict[str, float],
+) -> None:
+    """A hello made in-process skips the decoder's range check; the profile does not divide by
+    a zero speed nor start from a negative reliability."""
+    p = ProfileBook(model_bytes=MODEL_BYTES).ensure("a", hello(profile={**ANNOUNCED, **bad}))
+    unsaid = {k: v for k, v in ANNOUNCED.items() if k not in bad}
+    default = ProfileBook(model_bytes=MODEL_BYTES).ensure("a", hello(profile=unsaid))
+    assert math.isfinite(p.predict_s(100))
+    assert p.train_rate > 0
+    assert p.comm_s > 0
+    assert 0 <= p.reliability <= 1
+    assert (p.train_rate, p.comm_s, p.reliability) == (
+        default.train_rate,
+        default.comm_s,
+        default.reliability,
+    )

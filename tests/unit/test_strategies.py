@@ -219,6 +219,29 @@ def test_fedopt_refuses_bad_hyperparameters() -> None:
         FedYogi(tau=0.0)
 
 
+@pytest.mark.parametrize("cls", [FedAdam, FedYogi])
+def test_fedopt_commits_nothing_that_is_not_finite(cls: type[FedAdam | FedYogi]) -> None:
+    """Issue 13: one update of all-1e30 values overflowed v to inf; the model then never moved
+    (m / sqrt(inf) = 0) and the inf state was checkpointed. Now the round is refused and the
+    previous state stays."""
+    strategy = cls(**OPT)
+    first = strategy.aggregate_train(1, w([0.0, 5.0]), ROUND_1, [])
+    before = strategy.state()
+    with pytest.raises(StrategyError, match="not be finite"):
+        strategy.aggregate_train(2, first, [upd("evil", [1e30, 1e30], n=4)], [])
+    after = strategy.state()
+    for key in ("m", "v"):
+        assert [a.tolist() for a in after[key]] == [a.tolist() for a in before[key]]
+        assert all(np.isfinite(a).all() for a in after[key])
+    # ... and the next honest round steps exactly as if the bad one never came.
+    control = cls(**OPT)
+    control.restore(before)
+    assert (
+        strategy.aggregate_train(2, first, ROUND_2, [])[0].tolist()
+        == control.aggregate_train(2, first, ROUND_2, [])[0].tolist()
+    )
+
+
 # --- robust rules ------------------------------------------------------------------------------
 
 
