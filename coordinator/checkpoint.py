@@ -9,6 +9,11 @@ Layout of a state directory::
 The npz is written and renamed first, then one SQLite transaction points the job at it and adds
 the round's record; older npz files are removed only after that commit. A crash at any point leaves
 the previous checkpoint intact, and a restarted coordinator resumes at the last committed round.
+
+The job's spec is saved with every checkpoint. A job file edited between runs may change its
+constraints, rounds and planner, but not what the saved weights and strategy state mean
+(:data:`RESUME_KEYS`); :meth:`CheckpointStore.check_spec` refuses that at load with
+:class:`~coordinator.errors.JobStateConflict`, naming the keys.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import sqlite3
 import time
 import zipfile
 import zlib
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +36,31 @@ import numpy.typing as npt
 from link import atomic_write_bytes
 
 from .engine import JobProgress, RoundRecord
-from .errors import CheckpointError
+from .errors import CheckpointError, JobStateConflict
 
-__all__ = ["Checkpoint", "CheckpointStore"]
+__all__ = ["RESUME_KEYS", "Checkpoint", "CheckpointStore"]
+
+RESUME_KEYS: tuple[str, ...] = (
+    "model.hidden",
+    "model.activation",
+    "model.input_dim",
+    "model.num_classes",
+    "strategy.name",
+)
+"""Spec keys a job must keep to resume from its state: the model's layout (the saved weights'
+shapes) and the strategy (what its saved state means)."""
+
+_MISSING = object()
+
+
+def _lookup(spec: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = spec
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -163,8 +191,43 @@ class CheckpointStore:
             raise CheckpointError(f"cannot record a version of model {name}: {exc}") from exc
         return int(last) + 1
 
-    def load(self, job_id: str) -> Checkpoint | None:
-        """The last committed checkpoint of ``job_id``, or ``None`` if the job never ran here."""
+    def saved_spec(self, job_id: str) -> dict[str, Any] | None:
+        """The spec saved with ``job_id``'s last checkpoint, or ``None`` if it never ran here."""
+        try:
+            with closing(self._connect()) as db:
+                row = db.execute("SELECT spec FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            return None if row is None else dict(json.loads(row[0]))
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            raise CheckpointError(f"cannot read the saved spec of job {job_id}: {exc}") from exc
+
+    def check_spec(self, job_id: str, spec: Mapping[str, Any]) -> None:
+        """Refuse to resume ``job_id`` under a ``spec`` whose :data:`RESUME_KEYS` differ from
+        the saved one's: :class:`~coordinator.errors.JobStateConflict` naming each key. A job
+        that never ran here, or a key the saved spec lacks, passes."""
+        saved = self.saved_spec(job_id)
+        if saved is None:
+            return
+        conflicts = []
+        for key in RESUME_KEYS:
+            before, now = _lookup(saved, key), _lookup(spec, key)
+            if before is not _MISSING and before != now:
+                shown = "(absent)" if now is _MISSING else json.dumps(now)
+                conflicts.append(f"{key}: saved {json.dumps(before)}, job file {shown}")
+        if conflicts:
+            raise JobStateConflict(
+                f"job {job_id!r} cannot resume from {self.state_dir}: the job file changed what "
+                f"its saved state was trained with ({'; '.join(conflicts)}). Give the job a new "
+                f"job_id, or use a fresh state directory, to start it over; or restore those keys "
+                f"to resume"
+            )
+
+    def load(self, job_id: str, *, spec: Mapping[str, Any] | None = None) -> Checkpoint | None:
+        """The last committed checkpoint of ``job_id``, or ``None`` if the job never ran here.
+
+        With ``spec`` (the job's ``model_dump(mode="json")``), first :meth:`check_spec`.
+        """
+        if spec is not None:
+            self.check_spec(job_id, spec)
         try:
             with closing(self._connect()) as db:
                 row = db.execute(
@@ -181,7 +244,7 @@ class CheckpointStore:
                     )
                 ]
             (
-                spec,
+                saved,
                 status,
                 rnd,
                 file,
@@ -229,7 +292,7 @@ class CheckpointStore:
             status=status,
             history=tuple(r for r in records if r.round <= rnd),
         )
-        return Checkpoint(progress=progress, spec=json.loads(spec), strategy_state=strategy_state)
+        return Checkpoint(progress=progress, spec=json.loads(saved), strategy_state=strategy_state)
 
 
 def _series(arrays: dict[str, npt.NDArray[Any]], prefix: str) -> list[npt.NDArray[Any]]:

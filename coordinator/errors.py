@@ -4,6 +4,7 @@
 
     CoordinatorError           the job cannot go on as asked; the message says why
     ├── JobConfigError         the job file is wrong: fix it and start again
+    │   └── JobStateConflict       it disagrees with the state saved under its job_id
     ├── StrategyError          a strategy cannot aggregate what it was given; the round keeps the old model
     │   └── InsufficientUpdates    too few updates for a robust rule (e.g. Krum's n >= 2f + 3)
     └── CheckpointError        the state directory cannot be read or written
@@ -18,6 +19,11 @@ class CoordinatorError(Exception):
 
 class JobConfigError(CoordinatorError, ValueError):
     """The job description is invalid."""
+
+
+class JobStateConflict(JobConfigError):
+    """The job file changed what its saved state was trained with (model or strategy): give the
+    job a new ``job_id`` or use a fresh state directory."""
 
 
 class StrategyError(CoordinatorError):

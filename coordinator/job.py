@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import JobConfigError
+from .errors import JobConfigError, StrategyError
+from .strategies import Krum, Strategy, make_strategy
 
 __all__ = [
     "Constraints",
@@ -41,6 +42,7 @@ __all__ = [
     "RoundsSpec",
     "StrategySpec",
     "load_job",
+    "min_updates",
 ]
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
@@ -136,7 +138,49 @@ class JobSpec(BaseModel):
                 f"rounds.min_results ({self.rounds.min_results}) exceeds rounds.participants "
                 f"({self.rounds.participants})"
             )
+        try:
+            strategy = make_strategy(self.strategy.name, **self.strategy.params)
+        except StrategyError as exc:
+            raise ValueError(f"strategy: {exc}") from exc
+        self._check_participants_suffice(strategy)
         return self
+
+    def _check_participants_suffice(self, strategy: Strategy) -> None:
+        """Refuse a job whose rounds could ask fewer agents than its strategy aggregates.
+
+        Krum needs ``n >= 2f + 3`` updates (and ``f + m`` for Multi-Krum); a planner that may ask
+        fewer would see rounds refused, possibly every round of the job.
+        """
+        need = min_updates(strategy)
+        participants = self.rounds.participants
+        keys = ["rounds.participants"]
+        fewest = participants
+        if self.planner.name == "hyperfl" and self.planner.min_participants is not None:
+            # The pace controller may go down to min_participants (never above participants).
+            fewest = min(self.planner.min_participants, participants)
+            if fewest < participants:
+                keys = ["planner.min_participants"]
+        if fewest >= need:
+            return
+        assert isinstance(strategy, Krum)  # the only rule with a minimum above 1
+        f, m = strategy.num_malicious, strategy.num_to_keep
+        tolerable = (fewest - 3) // 2
+        lower = (
+            f"lower strategy.params.num_malicious to {tolerable}"
+            if tolerable >= 0 and fewest >= tolerable + m
+            else "choose another strategy"
+        )
+        raise ValueError(
+            f"strategy krum with num_malicious = {f} and num_to_keep = {m} aggregates only rounds "
+            f"of at least {need} updates (n >= 2f + 3 and n >= f + m), but {keys[0]} = {fewest} "
+            f"asks for {fewest} agents a round, so no round could be aggregated: raise "
+            f"{keys[0]} to at least {need} or {lower}"
+        )
+
+
+def min_updates(strategy: Strategy) -> int:
+    """The fewest updates a round needs for ``strategy`` to aggregate it."""
+    return strategy.min_updates() if isinstance(strategy, Krum) else 1
 
 
 def load_job(path: Path, **overrides: Any) -> JobSpec:
@@ -155,7 +199,8 @@ def load_job(path: Path, **overrides: Any) -> JobSpec:
         spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
         )
         raise JobConfigError(f"{path}: {problems}") from exc
     if not spec.holdout.is_absolute():

@@ -19,6 +19,7 @@ from agent.app import RuntimeChoice, create_agent, read_shard
 from agent.daemon import AgentSettings, Emulator, mqtt_client
 from agent.device_class import DeviceClass, load_device_class, load_fleet
 from agent.emulation import DeviceEmulator
+from coordinator.checkpoint import CheckpointStore
 from coordinator.job import JobSpec, load_job
 from coordinator.mqtt_fleet import open_mqtt_fleet
 from coordinator.service import Coordinator, JobOutcome
@@ -195,6 +196,8 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
 
 
 async def run_coordinator(run: CoordinatorRun) -> int:
+    # Before anything connects: a job file edited since its state was saved fails here, by key.
+    CheckpointStore(run.state_dir).check_spec(run.spec.job_id, run.spec.model_dump(mode="json"))
     holdout = read_shard(run.spec.holdout)
     run.out_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -14,10 +14,13 @@ import pytest
 from support import digits_split, make_agent, numpy_agents, running
 
 from agent.numpy_trainer import NumpyTrainer
+from coordinator.errors import JobStateConflict
 from coordinator.job import JobSpec
 from coordinator.mqtt_fleet import MqttFleet, open_mqtt_fleet
 from coordinator.service import Coordinator, JobOutcome
 from hyperfleet.broker import start_broker
+from hyperfleet.commands import CoordinatorRun, run_coordinator
+from hyperfleet.exits import EXIT_USAGE, exit_status
 from protocol import (
     Shard,
     Topics,
@@ -215,6 +218,63 @@ def test_a_restarted_coordinator_resumes_at_the_last_round(
     assert second.progress.elapsed_s >= first.progress.elapsed_s
     assert second.model_ref is not None
     assert second.model_ref.version == 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        ({"model": {"hidden": [16]}}, "model.hidden"),
+        ({"strategy": {"name": "fedadam"}}, "strategy.name"),
+    ],
+    ids=["hidden", "strategy"],
+)
+def test_a_job_file_edited_between_runs_fails_at_load_naming_the_keys(
+    broker_url: str,
+    unique_topic_prefix: str,
+    data: Any,
+    tmp_path: Path,
+    edit: dict[str, Any],
+    key: str,
+) -> None:
+    """Issue 13: the same job_id and state directory with other hidden layers (or another
+    strategy) failed with a Keras ``set_weights`` length error or a strategy-state error. Now
+    ``hyperfleet coordinator`` refuses it before connecting, naming the key and the fix."""
+    shards, holdout, holdout_path = data
+    spec = job_spec(holdout_path, max_rounds=1)
+
+    dumped = spec.model_dump(mode="json")
+    edited = JobSpec.model_validate(
+        {
+            **dumped,
+            **{section: {**dumped[section], **values} for section, values in edit.items()},
+            "constraints": {**dumped["constraints"], "max_rounds": 2},
+        }
+    )
+    run = CoordinatorRun(
+        spec=edited,
+        broker=parse_broker_url(broker_url),
+        topics=Topics(unique_topic_prefix),
+        state_dir=tmp_path / "state",
+        out_dir=tmp_path / "out-2",
+    )
+
+    async def go() -> tuple[JobOutcome, BaseException | None]:
+        async with running(numpy_agents(broker_url, unique_topic_prefix, shards)):
+            first, _ = await run_job(broker_url, unique_topic_prefix, spec, holdout, tmp_path)
+            try:  # the agents stay up: the second run meets the fleet the first one did
+                await asyncio.wait_for(run_coordinator(run), timeout=60)
+            except Exception as exc:
+                return first, exc
+            return first, None
+
+    first, error = asyncio.run(go())
+    assert first.progress.round == 1
+    assert isinstance(error, JobStateConflict), repr(error)
+    message = str(error)
+    assert key in message
+    assert "new job_id" in message
+    assert "fresh state directory" in message
+    assert exit_status(error) == EXIT_USAGE
 
 
 def test_an_agent_reconnects_after_the_broker_restarts(

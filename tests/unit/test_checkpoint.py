@@ -15,7 +15,8 @@ import pytest
 import coordinator.checkpoint as checkpoint
 from coordinator.checkpoint import CheckpointStore
 from coordinator.engine import JobProgress, RoundRecord, advance, start
-from coordinator.errors import CheckpointError
+from coordinator.errors import CheckpointError, JobConfigError, JobStateConflict
+from coordinator.job import JobSpec
 from coordinator.strategies import ClientUpdate, FedAdam, make_strategy
 from protocol import Weights
 
@@ -270,3 +271,58 @@ def test_model_versions_count_up_per_name(tmp_path: Path) -> None:
     assert store.next_model_version("mnist", "job-2") == 1
     assert CheckpointStore(tmp_path / "state").next_model_version("digits", "job-3") == 4
     assert store.next_model_version("mnist", "job-2") == 2
+
+
+# --- the spec saved with the state ------------------------------------------------------------
+
+SAVED = {
+    **SPEC,
+    "model": {"hidden": [64, 32], "activation": "relu", "input_dim": None, "num_classes": None},
+    "strategy": {"name": "fedavg", "params": {}},
+    "constraints": {"target_accuracy": 0.9, "time_budget_s": 300},
+}
+
+
+def with_(section: str, **values: Any) -> dict[str, Any]:
+    return {**SAVED, section: {**SAVED[section], **values}}
+
+
+def test_a_job_that_never_ran_or_keeps_its_model_and_strategy_may_resume(
+    store: CheckpointStore,
+) -> None:
+    store.check_spec("job", with_("model", hidden=[8]))  # nothing saved yet
+    store.save(rounds(0.5)[0], spec=SAVED, strategy_state={})
+    assert store.saved_spec("job") == SAVED
+    store.check_spec("job", SAVED)
+    store.check_spec("job", with_("constraints", time_budget_s=900, max_rounds=50))
+    store.check_spec("job", with_("strategy", params={"eta": 0.2}))
+    assert store.load("job", spec=with_("constraints", target_accuracy=0.95)) is not None
+
+
+def test_a_changed_model_or_strategy_is_refused_naming_every_key(store: CheckpointStore) -> None:
+    store.save(rounds(0.5)[0], spec=SAVED, strategy_state={})
+    edited = {**with_("model", hidden=[128], activation="tanh"), "strategy": {"name": "fedadam"}}
+    with pytest.raises(JobStateConflict) as info:
+        store.check_spec("job", edited)
+    message = str(info.value)
+    assert "model.hidden: saved [64, 32], job file [128]" in message
+    assert 'model.activation: saved "relu", job file "tanh"' in message
+    assert 'strategy.name: saved "fedavg", job file "fedadam"' in message
+    assert "new job_id" in message
+    assert "fresh state directory" in message
+    assert isinstance(info.value, JobConfigError)
+    with pytest.raises(JobStateConflict, match=r"model\.hidden"):
+        store.load("job", spec=with_("model", hidden=[8]))
+
+
+def test_every_resume_key_is_a_key_of_the_job_spec() -> None:
+    spec = JobSpec.model_validate(
+        {
+            "job_id": "j",
+            "holdout": "/h.npz",
+            "constraints": {"target_accuracy": 0.9, "time_budget_s": 1},
+        }
+    ).model_dump(mode="json")
+    for key in checkpoint.RESUME_KEYS:
+        section, name = key.split(".")
+        assert name in spec[section], key

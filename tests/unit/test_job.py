@@ -146,3 +146,50 @@ def test_bad_toml_is_a_job_config_error(tmp_path: Path) -> None:
 def test_a_missing_file_is_a_job_config_error(tmp_path: Path) -> None:
     with pytest.raises(JobConfigError, match="cannot read job file"):
         load_job(tmp_path / "nope.toml")
+
+
+KRUM = '\n[strategy]\nname = "krum"\nparams = { num_malicious = 1 }\n'
+
+
+def test_krum_with_too_few_participants_is_refused_at_load(tmp_path: Path) -> None:
+    """Issue 13: Krum with num_malicious = 1 (needs 5 updates) and participants = 4 was accepted,
+    then refused 385 rounds in a row with no model."""
+    path = job_file(tmp_path, MINIMAL + KRUM + "\n[rounds]\nparticipants = 4\n")
+
+    with pytest.raises(JobConfigError) as info:
+        load_job(path)
+    message = str(info.value)
+    assert "at least 5 updates" in message
+    assert "rounds.participants = 4" in message
+    assert "raise rounds.participants to at least 5" in message
+    assert "lower strategy.params.num_malicious to 0" in message
+
+
+def test_krum_with_enough_participants_loads(tmp_path: Path) -> None:
+    path = job_file(tmp_path, MINIMAL + KRUM + "\n[rounds]\nparticipants = 5\n")
+
+    assert load_job(path).strategy.name == "krum"
+
+
+def test_krum_under_a_planner_that_may_ask_fewer_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL + KRUM + '\n[rounds]\nparticipants = 8\n\n[planner]\nname = "hyperfl"\n'
+    assert load_job(job_file(tmp_path, text)).planner.name == "hyperfl"
+
+    with pytest.raises(JobConfigError, match=r"planner\.min_participants = 3 .* at least 5"):
+        load_job(job_file(tmp_path, text + "min_participants = 3\n"))
+
+
+def test_multi_krum_needs_f_plus_m_updates(tmp_path: Path) -> None:
+    strategy = '\n[strategy]\nname = "krum"\nparams = { num_malicious = 1, num_to_keep = 6 }\n'
+    path = job_file(tmp_path, MINIMAL + strategy + "\n[rounds]\nparticipants = 6\n")
+
+    with pytest.raises(JobConfigError, match="at least 7 updates"):
+        load_job(path)
+
+
+def test_strategy_parameters_are_checked_at_load(tmp_path: Path) -> None:
+    bad = '\n[strategy]\nname = "fedadam"\nparams = { beta_1 = 1.5 }\n'
+    with pytest.raises(JobConfigError, match="strategy: fedadam beta_1"):
+        load_job(job_file(tmp_path, MINIMAL + bad))
+    with pytest.raises(JobConfigError, match="unknown strategy 'fedavgg'"):
+        load_job(job_file(tmp_path, MINIMAL + '\n[strategy]\nname = "fedavgg"\n'))
