@@ -1,5 +1,13 @@
 """Exporting the final model: Keras (``.keras``) and TFLite (float and dynamic-range quantised),
-each TFLite file checked under LiteRT against Keras on the holdout (argmax agreement)."""
+each TFLite file checked under LiteRT against Keras on the holdout (argmax agreement).
+
+The check is enforced: a variant that agrees with its reference on less than
+``min_agreement_ratio`` (default 0.9) times the reference's agreement is *refused* — its file is
+written for inspection but it is left out of :meth:`ExportReport.variants` and of the
+:class:`~protocol.ModelRef` that :meth:`ExportReport.model_ref` builds, with a warning. The float
+variant's reference is Keras itself (agreement 1); the dynamic-range variant's is the float one.
+Every agreement travels in the ``ModelRef``'s ``metrics``, refused or not.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,8 @@ import hashlib
 import io
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +25,26 @@ import numpy as np
 import numpy.typing as npt
 
 from link import atomic_write_bytes
-from protocol import Weights
+from protocol import ModelRef, Weights
 
 from .errors import CoordinatorError
 from .model import GlobalModel
 
-__all__ = ["ExportError", "ExportReport", "export_model", "litert_predict"]
+__all__ = [
+    "DEFAULT_MIN_AGREEMENT_RATIO",
+    "ExportError",
+    "ExportReport",
+    "export_model",
+    "litert_predict",
+    "refused_variants",
+]
+
+DEFAULT_MIN_AGREEMENT_RATIO = 0.9
+"""A TFLite variant is announced only if it agrees with its reference on at least this share of
+what the reference itself agrees on."""
+
+_VARIANT_NAMES = {"tflite_float": "tflite", "tflite_dynamic": "tflite_dynamic"}
+"""Report kinds and their names in ``ModelRef.variants``."""
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +62,53 @@ class ExportReport:
     agreement_dynamic: float
     sha256: dict[str, str]
     size_bytes: dict[str, int]
+    refused: Mapping[str, str] = field(default_factory=dict)
+    """Variants left out (``"tflite_float"``, ``"tflite_dynamic"``) and why."""
+
+    def variants(self) -> dict[str, Path]:
+        """The TFLite files fit to announce, by their ``ModelRef.variants`` name."""
+        paths = {"tflite_float": self.tflite_float, "tflite_dynamic": self.tflite_dynamic}
+        return {_VARIANT_NAMES[k]: p for k, p in paths.items() if k not in self.refused}
+
+    def model_ref(self, *, name: str, version: int, job_id: str, accuracy: float) -> ModelRef:
+        """The ``ModelRef`` announcing this export: the Keras file, the variants not refused, and
+        every agreement in ``metrics``."""
+        return ModelRef(
+            name=name,
+            version=version,
+            job_id=job_id,
+            format="keras",
+            url=self.keras.resolve().as_uri(),
+            sha256=self.sha256["keras"],
+            size_bytes=self.size_bytes["keras"],
+            metrics={
+                "accuracy": accuracy,
+                "tflite_agreement": self.agreement_float,
+                "tflite_dynamic_agreement": self.agreement_dynamic,
+            },
+            variants={k: p.resolve().as_uri() for k, p in self.variants().items()},
+        )
+
+
+def refused_variants(agreement: Mapping[str, float], *, min_ratio: float) -> dict[str, str]:
+    """Which of ``agreement``'s variants (``tflite_float``, ``tflite_dynamic``) to refuse, and why.
+
+    The float variant must agree with Keras on ``min_ratio`` of the holdout; the dynamic-range
+    variant on ``min_ratio`` times what the float variant agrees on.
+    """
+    if not 0 <= min_ratio <= 1:
+        raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
+    references = {"tflite_float": ("Keras", 1.0)}
+    references["tflite_dynamic"] = ("the float TFLite model", agreement["tflite_float"])
+    refused = {}
+    for kind, (what, reference) in references.items():
+        need = min_ratio * reference
+        if agreement[kind] < need:
+            refused[kind] = (
+                f"agrees with Keras on {agreement[kind]:.4f} of the holdout; below "
+                f"{min_ratio:g} x {reference:.4f} ({what}) = {need:.4f}"
+            )
+    return refused
 
 
 def litert_predict(model_bytes: bytes, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -67,7 +137,15 @@ def _convert(keras_model: Any, *, quantize: bool) -> bytes:
         return bytes(converter.convert())
 
 
-def export_model(model: GlobalModel, weights: Weights, out_dir: Path) -> ExportReport:
+def export_model(
+    model: GlobalModel,
+    weights: Weights,
+    out_dir: Path,
+    *,
+    min_agreement_ratio: float = DEFAULT_MIN_AGREEMENT_RATIO,
+) -> ExportReport:
+    """Write the Keras and both TFLite files; check each TFLite file against Keras on the
+    holdout and refuse a variant below ``min_agreement_ratio`` (see :func:`refused_variants`)."""
     name = model.spec.name
     out_dir.mkdir(parents=True, exist_ok=True)
     x = model.holdout.x.reshape(len(model.holdout), -1).astype(np.float32)
@@ -98,6 +176,9 @@ def export_model(model: GlobalModel, weights: Weights, out_dir: Path) -> ExportR
         agreement["tflite_float"],
         agreement["tflite_dynamic"],
     )
+    refused = refused_variants(agreement, min_ratio=min_agreement_ratio)
+    for kind, why in refused.items():
+        _log.warning("export %s: %s variant refused, not announced: it %s", name, kind, why)
     return ExportReport(
         keras=keras_path,
         tflite_float=paths["tflite_float"],
@@ -106,4 +187,5 @@ def export_model(model: GlobalModel, weights: Weights, out_dir: Path) -> ExportR
         agreement_dynamic=agreement["tflite_dynamic"],
         sha256=digests,
         size_bytes=sizes,
+        refused=refused,
     )

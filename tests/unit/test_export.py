@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,16 @@ import pytest
 
 from agent.numpy_trainer import NumpyTrainer
 from cloud.pipelines import load_digits, split_holdout
-from coordinator.export import ExportReport, export_model, litert_predict
+from coordinator.export import (
+    DEFAULT_MIN_AGREEMENT_RATIO,
+    ExportReport,
+    export_model,
+    litert_predict,
+    refused_variants,
+)
 from coordinator.job import ModelSpec
 from coordinator.model import GlobalModel
-from protocol import TrainConfig, Weights
+from protocol import TrainConfig, Weights, decode, encode, new_envelope
 
 
 @dataclass(frozen=True)
@@ -110,3 +117,52 @@ def test_the_keras_file_reloads_with_the_exported_weights(exported: Exported) ->
         rtol=0,
         atol=1e-6,
     )
+
+
+def test_variants_that_agree_are_announced_with_their_agreements(exported: Exported) -> None:
+    report = exported.report
+    assert report.refused == {}
+    assert report.variants() == {
+        "tflite": report.tflite_float,
+        "tflite_dynamic": report.tflite_dynamic,
+    }
+    ref = report.model_ref(name="digits-export", version=3, job_id="job", accuracy=0.9)
+    assert ref.version == 3
+    assert ref.url == report.keras.resolve().as_uri()
+    assert ref.sha256 == report.sha256["keras"]
+    assert set(ref.variants) == {"tflite", "tflite_dynamic"}
+    assert ref.metrics["tflite_agreement"] == report.agreement_float
+    assert ref.metrics["tflite_dynamic_agreement"] == report.agreement_dynamic
+    assert decode(encode(new_envelope(ref, sender="coordinator"))).body == ref
+
+
+def test_a_dynamic_variant_far_below_the_float_one_is_refused(exported: Exported) -> None:
+    """Issue 13: a dynamic-range variant agreeing on 11% (float: 100%) was announced."""
+    agreement = {"tflite_float": 1.0, "tflite_dynamic": 0.11}
+    refused = refused_variants(agreement, min_ratio=DEFAULT_MIN_AGREEMENT_RATIO)
+    assert set(refused) == {"tflite_dynamic"}
+    assert "0.1100" in refused["tflite_dynamic"]
+    report = dataclasses.replace(exported.report, agreement_dynamic=0.11, refused=refused)
+    ref = report.model_ref(name="digits-export", version=1, job_id="job", accuracy=0.9)
+    assert set(ref.variants) == {"tflite"}
+    assert ref.metrics["tflite_dynamic_agreement"] == 0.11  # the evidence still travels
+
+
+@pytest.mark.parametrize(
+    ("float_", "dynamic", "ratio", "refused"),
+    [
+        (1.0, 0.9, 0.9, set()),  # exactly at the threshold
+        (1.0, 0.89, 0.9, {"tflite_dynamic"}),
+        (0.8, 0.75, 0.9, {"tflite_float"}),  # measured against the float one, not Keras
+        (0.5, 0.1, 0.9, {"tflite_float", "tflite_dynamic"}),
+        (0.5, 0.1, 0.0, set()),  # 0 turns the check off
+    ],
+)
+def test_refusal_thresholds(float_: float, dynamic: float, ratio: float, refused: set[str]) -> None:
+    agreement = {"tflite_float": float_, "tflite_dynamic": dynamic}
+    assert set(refused_variants(agreement, min_ratio=ratio)) == refused
+
+
+def test_the_threshold_must_be_a_share() -> None:
+    with pytest.raises(ValueError, match="min_ratio"):
+        refused_variants({"tflite_float": 1.0, "tflite_dynamic": 1.0}, min_ratio=1.5)
