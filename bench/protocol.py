@@ -361,9 +361,8 @@ async def _noop_round(
     me = psutil.Process()
     procs = {"coordinator": me, "agents": contender.agent_process or me, "broker": broker}
     gc.collect()
-    deadline = time.time() + 30.0
     ins = wire.TrainIns(
-        model="{}", weights=reference, config=wire.TrainConfig(local_steps=1), deadline=deadline
+        model="{}", weights=reference, config=wire.TrainConfig(local_steps=1), budget_s=30.0
     )
     instructions = dict.fromkeys(_noop_ids(NOOP_AGENTS), ins)
     cpu0 = {k: _cpu_s(p) for k, p in procs.items()}
@@ -374,7 +373,7 @@ async def _noop_round(
         instructions=instructions,
         reference=reference,
         quorum=NOOP_AGENTS,
-        deadline=deadline,
+        timeout_s=30.0,
     )
     elapsed = time.perf_counter() - t0
     # The round's tail (PUBACKs of the replies, the agents' bookkeeping) drains here: charged to
@@ -595,9 +594,8 @@ async def bench_fanout(plan: Plan, broker: Any) -> dict[str, Any]:
         subscribed += 1
 
     async def hyperfleet_fanout(fleet: Any, rep: int) -> float:
-        deadline = time.time() + 60.0
         ins = wire.TrainIns(
-            model="{}", weights=weights, config=wire.TrainConfig(local_steps=1), deadline=deadline
+            model="{}", weights=weights, config=wire.TrainConfig(local_steps=1), budget_s=60.0
         )
         collector = fleet_port.RoundCollector(
             job_id="fanout", round=rep, expected=set(ids), reference=weights, quorum=len(ids)
@@ -606,12 +604,12 @@ async def bench_fanout(plan: Plan, broker: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
         async with asyncio.TaskGroup() as tg:  # what MqttFleet.train does to send a round
             for agent_id in ids:
-                tg.create_task(
-                    fleet._send(collector, agent_id, "fanout", rep, ins, time.time() + 60)
-                )
+                env = wire.new_envelope(ins, sender=fleet.identity, job_id="fanout", round=rep)
+                collector.instruction_ids[agent_id] = env.msg_id
+                tg.create_task(fleet._send(collector, agent_id, env))
             await arrivals.done.wait()
-        if collector.replies.failures:
-            raise RuntimeError(f"fleet sends failed: {collector.replies.failures}")
+        if len(collector.delivered) != len(ids):
+            raise RuntimeError(f"fleet sends failed: {len(collector.delivered)}/{len(ids)} acked")
         return arrivals.last_at - t0
 
     async def raw_fanout(publisher: RawPublisher, rep: int, sent_before: int) -> float:
@@ -663,7 +661,7 @@ async def bench_fanout(plan: Plan, broker: Any) -> dict[str, Any]:
         board.current = None
         # Only now: how long the fleet's encode of one 10 MiB TrainIns takes (one per agent).
         ins = wire.TrainIns(
-            model="{}", weights=weights, config=wire.TrainConfig(local_steps=1), deadline=0.0
+            model="{}", weights=weights, config=wire.TrainConfig(local_steps=1), budget_s=0.0
         )
         for _ in range(10):
             env = wire.new_envelope(ins, sender="coordinator", job_id="fanout", round=1)

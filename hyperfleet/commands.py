@@ -198,7 +198,9 @@ async def run_coordinator(run: CoordinatorRun) -> int:
     holdout = read_shard(run.spec.holdout)
     run.out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        async with open_mqtt_fleet(broker=run.broker, topics=run.topics) as fleet:
+        async with open_mqtt_fleet(
+            broker=run.broker, topics=run.topics, job_id=run.spec.job_id
+        ) as fleet:
             coordinator = Coordinator(
                 spec=run.spec,
                 fleet=fleet,

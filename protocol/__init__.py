@@ -21,10 +21,7 @@ from ._errors import (
 )
 from ._messages import (
     MESSAGE_TYPES,
-    Cancel,
     Envelope,
-    EvaluateIns,
-    EvaluateRes,
     Failure,
     GpuInfo,
     Heartbeat,
@@ -48,11 +45,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Admission",
     "BrokerAddress",
-    "Cancel",
     "DuplicateMessage",
     "Envelope",
-    "EvaluateIns",
-    "EvaluateRes",
     "Failure",
     "GpuInfo",
     "Heartbeat",

@@ -10,18 +10,23 @@ import pytest
 
 from protocol import (
     Admission,
-    Cancel,
     DuplicateMessage,
     Envelope,
     ShapeMismatch,
     StaleRound,
+    Status,
     check_weights_like,
 )
 
 
 def env(msg_id: str, *, job_id: str = "job-1", round: int = 3) -> Envelope:
     return Envelope(
-        body=Cancel(), msg_id=msg_id, sender="agent-1", job_id=job_id, round=round, ts=1.0
+        body=Status(state="online"),
+        msg_id=msg_id,
+        sender="agent-1",
+        job_id=job_id,
+        round=round,
+        ts=1.0,
     )
 
 
