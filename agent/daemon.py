@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from link import AdmissionScope, Backoff, InboundGate, LinkError
-from link.mqtt import LastWill, MqttConnection, MqttSession, mqtt_client
+from link.mqtt import LastWill, MqttConnection, MqttSession
 from protocol import (
     BrokerAddress,
     Envelope,
@@ -51,7 +51,7 @@ from .errors import AgentError
 from .probe import Capabilities
 from .trainer import Trainer
 
-__all__ = ["Agent", "AgentSettings", "Emulator", "mqtt_client"]
+__all__ = ["Agent", "AgentSettings", "Emulator", "StaleOwner"]
 
 _log = logging.getLogger(__name__)
 

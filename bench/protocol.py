@@ -71,6 +71,7 @@ def _hyperfleet_module(name: str) -> Any:
 
 wire = _hyperfleet_module("protocol")
 daemon = _hyperfleet_module("agent.daemon")
+link_mqtt = _hyperfleet_module("link.mqtt")
 probe = _hyperfleet_module("agent.probe")
 trainer_port = _hyperfleet_module("agent.trainer")
 fleet_port = _hyperfleet_module("coordinator.fleet")
@@ -625,7 +626,7 @@ async def bench_fanout(plan: Plan, broker: Any) -> dict[str, Any]:
     async with asyncio.TaskGroup() as subscribers:
         subscriber_tasks: list[asyncio.Task[None]] = []
         for i, agent_id in enumerate(ids):
-            client = daemon.mqtt_client(address, identifier=f"bench-sub-{run}-{i}")
+            client = link_mqtt.mqtt_client(address, identifier=f"bench-sub-{run}-{i}")
             task = subscribers.create_task(
                 _subscriber(
                     client,

@@ -93,7 +93,9 @@ class MqttFleet(Fleet):
         self._pending: dict[str, Envelope] = {}
         """The open round's instruction envelope per agent that has not replied yet."""
         self._round_ends: float = 0.0
-        self._last_sent: dict[str, float] = {}
+        self._status_ids: dict[str, str] = {}
+        """The message id of each agent's newest status: a retained one replayed on our own
+        reconnect has the id we saw; an agent that reconnected sends a new one."""
         self._sends: set[asyncio.Task[None]] = set()
         """Sends of the open round, cancelled when it closes."""
         self._retained: dict[str, bytes] = {}
@@ -216,7 +218,9 @@ class MqttFleet(Fleet):
         body = env.body
         if kind == "status" and isinstance(body, Status):
             self.registry.on_status(agent_id, body, now)
-            if body.state == "online" and agent_id in self._pending:
+            fresh = self._status_ids.get(agent_id) != env.msg_id
+            self._status_ids[agent_id] = env.msg_id
+            if fresh and body.state == "online" and agent_id in self._pending:
                 self._resend([agent_id], why=f"{agent_id} came back online")
         elif kind == "hello" and isinstance(body, Hello):
             self.registry.on_hello(agent_id, body, now)
@@ -309,7 +313,6 @@ class MqttFleet(Fleet):
                 collector.instruction_ids[agent_id] = env.msg_id
                 collector.sent_at[agent_id] = time.monotonic()
                 self._pending[agent_id] = env
-            self._last_sent.clear()
             self._resend(list(instructions), why="")
             left = await self._wait_paused(collector, left)
         finally:
@@ -349,13 +352,11 @@ class MqttFleet(Fleet):
         collector = self._round
         if collector is None:
             return
-        now = time.monotonic()
-        left = self._round_ends - now
+        left = self._round_ends - time.monotonic()
         for agent_id in agents:
             env = self._pending.get(agent_id)
-            if env is None or left <= 0 or now - self._last_sent.get(agent_id, -1e9) < 1.0:
-                continue  # (a burst of retained statuses on reconnect re-sends once)
-            self._last_sent[agent_id] = now
+            if env is None or left <= 0:
+                continue
             assert isinstance(env.body, TrainIns)
             fresh = dataclasses.replace(
                 env, body=dataclasses.replace(env.body, budget_s=left), ts=time.time()
