@@ -23,7 +23,7 @@ import logging
 import os
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +32,7 @@ from link import AdmissionScope, Backoff, InboundGate, LinkError
 from link.mqtt import LastWill, MqttConnection, MqttSession
 from protocol import (
     BrokerAddress,
+    DuplicateMessage,
     Envelope,
     Failure,
     Heartbeat,
@@ -54,6 +55,7 @@ from .trainer import Trainer
 __all__ = ["Agent", "AgentSettings", "Emulator", "StaleOwner"]
 
 _log = logging.getLogger(__name__)
+_ANSWERS_KEPT = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +148,10 @@ class Agent:
         self._epochs: dict[str, int] = {}
         """The newest coordinator epoch seen per job: instructions of older epochs are ignored."""
         self._clash_warned: set[str] = set()
+        self._answers: OrderedDict[str, bytes | None] = OrderedDict()
+        """Recent instruction ids → our encoded reply (``None`` while working on it)."""
+        self.resent = 0
+        """Replies sent again because the coordinator asked again."""
         self._instructions: asyncio.Queue[tuple[Envelope, float]] = asyncio.Queue()
         self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
         self._stopping = asyncio.Event()
@@ -280,8 +286,9 @@ class Agent:
     # ------------------------------------------------------------------ instructions
 
     def _scope(self, topic: str, env: Envelope) -> AdmissionScope | None:
-        # Our own heartbeats (echoed back to us) are not instructions: no duplicate window.
-        return None if topic == self._topics.heartbeat(self._id) else AdmissionScope()
+        # Instructions are deduplicated below (a repeat may ask for our reply again); our own
+        # heartbeats, echoed back to us, need no duplicate window.
+        return None
 
     def _on_message(self, topic: str, env: Envelope, nbytes: int) -> None:
         body = env.body
@@ -291,6 +298,9 @@ class Agent:
             return
         if not isinstance(body, TrainIns):
             raise UnexpectedMessage(f"{env.type} does not belong in an inbox")
+        if env.msg_id in self._answers:
+            self._repeat(env)
+            return
         newest = self._epochs.get(env.job_id, body.epoch)
         if body.epoch < newest:
             raise StaleOwner(
@@ -298,8 +308,22 @@ class Agent:
                 f"epoch {newest} has taken the job over"
             )
         self._epochs[env.job_id] = body.epoch
+        self._answers[env.msg_id] = None
+        while len(self._answers) > _ANSWERS_KEPT:
+            self._answers.popitem(last=False)
         # The budget runs from receipt, on our own clock.
         self._instructions.put_nowait((env, time.monotonic()))
+
+    def _repeat(self, env: Envelope) -> None:
+        """An instruction we have seen, sent again: the coordinator reconnected or saw us come
+        back, and our reply may have been lost with a broker's state. Send it again (the
+        coordinator takes the first copy of a reply), or ignore it while still working on it."""
+        reply = self._answers[env.msg_id]
+        if reply is None:
+            raise DuplicateMessage(f"instruction {env.msg_id} again, while still on it")
+        _log.info("agent %s: round %d asked again; re-sending the reply", self._id, env.round)
+        self.resent += 1
+        self._outbox.put_nowait((self._topics.results(self._id), reply, False))
 
     def _warn_clash(self, other: str) -> None:
         if other not in self._clash_warned:
@@ -317,7 +341,10 @@ class Agent:
         env = new_envelope(
             body, sender=self._id, job_id=ins.job_id, round=ins.round, reply_to=ins.msg_id
         )
-        self._outbox.put_nowait((self._topics.results(self._id), encode(env), False))
+        payload = encode(env)
+        if ins.msg_id in self._answers:
+            self._answers[ins.msg_id] = payload
+        self._outbox.put_nowait((self._topics.results(self._id), payload, False))
 
     async def _worker(self) -> None:
         while True:

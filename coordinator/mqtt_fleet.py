@@ -149,7 +149,9 @@ class MqttFleet(Fleet):
         await self._link.publish(topic, payload, qos=1, retain=retain, timeout=timeout)
 
     def _will(self, state: JobState | None) -> LastWill | None:
-        """The job state the broker publishes if we die: the last one we sent, marked lost."""
+        """The job state the broker publishes if we die: marked lost, naming us as owner. MQTT
+        3.1.1 fixes a will at connect, so its numbers are those of the last state sent before
+        the connection was made (zeros on the first)."""
         if not self.job_id:
             return None
         lost = JobState(
