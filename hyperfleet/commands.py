@@ -218,10 +218,17 @@ async def run_coordinator(run: CoordinatorRun) -> int:
     return EXIT_OK if outcome.reached else EXIT_NOT_REACHED
 
 
-def run_broker(*, port: int, bind: str, embedded: bool) -> int:
+def run_broker(*, port: int, bind: str, embedded: bool, persist: Path | None = None) -> int:
     from .broker import start_broker
 
-    with start_broker(port=port, bind=bind, prefer="embedded" if embedded else "auto") as broker:
+    if persist is not None:
+        persist.mkdir(parents=True, exist_ok=True)
+    with start_broker(
+        port=port,
+        bind=bind,
+        prefer="embedded" if embedded else "auto",
+        persistence_dir=persist,
+    ) as broker:
         print(f"{broker.kind} broker listening on {broker.url} (Ctrl-C to stop)", flush=True)
         stop = False
 
