@@ -23,20 +23,17 @@ import logging
 import os
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from link import Backoff, InboundGate, LinkError
-from link.mqtt import LastWill, MqttConnection, MqttSession, mqtt_client
+from link import AdmissionScope, Backoff, InboundGate, LinkError
+from link.mqtt import LastWill, MqttConnection, MqttSession
 from protocol import (
     BrokerAddress,
-    Cancel,
+    DuplicateMessage,
     Envelope,
-    EvaluateIns,
-    EvaluateRes,
     Failure,
     Heartbeat,
     Hello,
@@ -55,9 +52,10 @@ from .errors import AgentError
 from .probe import Capabilities
 from .trainer import Trainer
 
-__all__ = ["Agent", "AgentSettings", "Emulator", "mqtt_client"]
+__all__ = ["Agent", "AgentSettings", "Emulator", "StaleOwner"]
 
 _log = logging.getLogger(__name__)
+_ANSWERS_KEPT = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +80,12 @@ class UnexpectedMessage(ProtocolError):
     """A well-formed message that does not belong in an inbox."""
 
     code = "unexpected"
+
+
+class StaleOwner(ProtocolError):
+    """An instruction from a coordinator run that another run of the same job has replaced."""
+
+    code = "stale_owner"
 
 
 class Emulator:
@@ -128,7 +132,6 @@ class Agent:
         label_counts: tuple[int, ...] = (),
         software: str = "",
         emulator: Emulator | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._trainer = trainer
@@ -137,23 +140,31 @@ class Agent:
         self._label_counts = label_counts
         self._software = software
         self._emu = emulator or Emulator()
-        self._clock = clock
         self._topics = settings.topics
         self._id = settings.agent_id
-        # One MQTT session per daemon run: reconnects resume it (the broker queues our inbox
-        # meanwhile), while a restarted daemon, or a second one by mistake, never takes it over.
-        self._client_id = f"hf-agent-{self._id}-{uuid.uuid4().hex[:8]}"
-        self._instructions: asyncio.Queue[Envelope] = asyncio.Queue()
+        self.session = uuid.uuid4().hex[:12]
+        """This daemon run's id, in hello, status and heartbeats: a second daemon started with
+        the same agent id shows as a second session, and neither one's stop hides the other."""
+        self._epochs: dict[str, int] = {}
+        """The newest coordinator epoch seen per job: instructions of older epochs are ignored."""
+        self._clash_warned: set[str] = set()
+        self._answers: OrderedDict[str, bytes | None] = OrderedDict()
+        """Recent instruction ids → our encoded reply (``None`` while working on it)."""
+        self.resent = 0
+        """Replies sent again because the coordinator asked again."""
+        self._instructions: asyncio.Queue[tuple[Envelope, float]] = asyncio.Queue()
         self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._busy = False
         self._seq = 0
-        self._gate = InboundGate(name=f"agent {self._id}", handler=self._on_instruction)
+        self._gate = InboundGate(
+            name=f"agent {self._id}", handler=self._on_message, scope=self._scope
+        )
         self._link = MqttSession(
             broker=settings.broker,
             # One MQTT session per daemon run: reconnects resume it (the broker queues our inbox
             # meanwhile), while a restarted daemon, or a second one by mistake, never takes it over.
-            identifier=f"hf-agent-{self._id}-{uuid.uuid4().hex[:8]}",
+            identifier=f"hf-agent-{self._id}-{self.session}",
             clean_session=False,
             will=LastWill(
                 topic=self._topics.status(self._id), payload=self._status_payload("offline")
@@ -197,11 +208,14 @@ class Agent:
                 task.cancel()
 
     def _status_payload(self, state: str) -> bytes:
-        return encode(new_envelope(Status(state=state), sender=self._id))  # type: ignore[arg-type]
+        status = Status(state=state, session=self.session)  # type: ignore[arg-type]
+        return encode(new_envelope(status, sender=self._id))
 
     async def _announce(self, conn: MqttConnection) -> None:
-        """On every connection: subscribe to the inbox and re-announce hello and status."""
+        """On every connection: subscribe to the inbox (and our own heartbeats, to notice a
+        second daemon under our id), then re-announce hello and status."""
         await conn.subscribe(self._topics.inbox(self._id), qos=1)
+        await conn.subscribe(self._topics.heartbeat(self._id), qos=0)
         await conn.publish(self._topics.hello(self._id), self._hello(), qos=1, retain=True)
         await conn.publish(
             self._topics.status(self._id), self._status_payload("online"), qos=1, retain=True
@@ -238,14 +252,20 @@ class Agent:
             software=self._software,
             profile=self.settings.profile,
             label_counts=self._label_counts,
+            session=self.session,
         )
         return encode(new_envelope(hello, sender=self._id))
 
     async def _heartbeats(self, conn: MqttConnection) -> None:
         while True:
             self._seq += 1
-            load = _load_average()
-            beat = Heartbeat(seq=self._seq, busy=self._busy, load=load, memory_used_bytes=0)
+            beat = Heartbeat(
+                seq=self._seq,
+                busy=self._busy,
+                load=_load_average(),
+                memory_used_bytes=_resident_bytes(),
+                session=self.session,
+            )
             await conn.publish(
                 self._topics.heartbeat(self._id), encode(new_envelope(beat, sender=self._id)), qos=0
             )
@@ -265,33 +285,73 @@ class Agent:
 
     # ------------------------------------------------------------------ instructions
 
-    def _on_instruction(self, topic: str, env: Envelope, nbytes: int) -> None:
-        if isinstance(env.body, Cancel):
-            self._cancel_queued(env)
-        elif isinstance(env.body, (TrainIns, EvaluateIns)):
-            self._instructions.put_nowait(env)
-        else:
-            raise UnexpectedMessage(f"{env.type} does not belong in an inbox")
+    def _scope(self, topic: str, env: Envelope) -> AdmissionScope | None:
+        # Instructions are deduplicated below (a repeat may ask for our reply again); our own
+        # heartbeats, echoed back to us, need no duplicate window.
+        return None
 
-    def _cancel_queued(self, cancel: Envelope) -> None:
-        kept: list[Envelope] = []
-        while not self._instructions.empty():
-            env = self._instructions.get_nowait()
-            if env.job_id != cancel.job_id:
-                kept.append(env)
-        for env in kept:
-            self._instructions.put_nowait(env)
+    def _on_message(self, topic: str, env: Envelope, nbytes: int) -> None:
+        body = env.body
+        if topic == self._topics.heartbeat(self._id):
+            if isinstance(body, Heartbeat) and body.session != self.session:
+                self._warn_clash(body.session)
+            return
+        if not isinstance(body, TrainIns):
+            raise UnexpectedMessage(f"{env.type} does not belong in an inbox")
+        if env.msg_id in self._answers:
+            self._repeat(env)
+            return
+        newest = self._epochs.get(env.job_id, body.epoch)
+        if body.epoch < newest:
+            raise StaleOwner(
+                f"instruction of epoch {body.epoch} for job {env.job_id!r}; "
+                f"epoch {newest} has taken the job over"
+            )
+        self._epochs[env.job_id] = body.epoch
+        self._answers[env.msg_id] = None
+        while len(self._answers) > _ANSWERS_KEPT:
+            self._answers.popitem(last=False)
+        # The budget runs from receipt, on our own clock.
+        self._instructions.put_nowait((env, time.monotonic()))
+
+    def _repeat(self, env: Envelope) -> None:
+        """An instruction we have seen, sent again: the coordinator reconnected or saw us come
+        back, and our reply may have been lost with a broker's state. Send it again (the
+        coordinator takes the first copy of a reply), or ignore it while still working on it."""
+        reply = self._answers[env.msg_id]
+        if reply is None:
+            raise DuplicateMessage(f"instruction {env.msg_id} again, while still on it")
+        _log.info("agent %s: round %d asked again; re-sending the reply", self._id, env.round)
+        self.resent += 1
+        self._outbox.put_nowait((self._topics.results(self._id), reply, False))
+
+    def _warn_clash(self, other: str) -> None:
+        if other not in self._clash_warned:
+            self._clash_warned.add(other)
+            _log.error(
+                "agent %s: another daemon (session %s) is running with the same agent id; "
+                "this one is session %s. Stop one of them: both are asked to train and the "
+                "coordinator keeps only the first reply",
+                self._id,
+                other,
+                self.session,
+            )
 
     def _reply(self, ins: Envelope, body: Message) -> None:
-        env = new_envelope(body, sender=self._id, job_id=ins.job_id, round=ins.round)
-        self._outbox.put_nowait((self._topics.results(self._id), encode(env), False))
+        env = new_envelope(
+            body, sender=self._id, job_id=ins.job_id, round=ins.round, reply_to=ins.msg_id
+        )
+        payload = encode(env)
+        if ins.msg_id in self._answers:
+            self._answers[ins.msg_id] = payload
+        self._outbox.put_nowait((self._topics.results(self._id), payload, False))
 
     async def _worker(self) -> None:
         while True:
-            env = await self._instructions.get()
+            env, received = await self._instructions.get()
             self._busy = True
             try:
-                reply = await self._carry_out(env)
+                reply = await self._carry_out(env, received)
             except AgentError as exc:
                 reply = Failure(code="agent_error", reason=str(exc))
             except Exception as exc:  # a bug in a trainer must not end the daemon
@@ -303,25 +363,21 @@ class Agent:
                 self.handled[reply.TYPE] += 1
                 self._reply(env, reply)
 
-    async def _carry_out(self, env: Envelope) -> Message | None:
+    async def _carry_out(self, env: Envelope, received: float) -> Message | None:
         ins = env.body
-        assert isinstance(ins, (TrainIns, EvaluateIns))
-        remaining = ins.deadline - self._clock()
+        assert isinstance(ins, TrainIns)
+        if self._num_examples == 0:
+            return Failure(code="no_data", reason="this agent's shard holds no examples")
+        deadline_mono = received + ins.budget_s - self.settings.upload_margin_s
+        remaining = deadline_mono - time.monotonic()
         if remaining <= 0:
             return Failure(
-                code="deadline_passed", reason=f"instruction arrived {-remaining:.2f}s late"
+                code="deadline_passed",
+                reason=f"the instruction waited {-remaining:.2f}s past its budget here",
             )
-        deadline_mono = time.monotonic() + remaining - self.settings.upload_margin_s
         nbytes = sum(w.nbytes for w in ins.weights)
         await self._emu.download(nbytes)
         weights = list(ins.weights)
-        if isinstance(ins, EvaluateIns):
-            result = await asyncio.to_thread(self._trainer.evaluate, ins.model, weights)
-            return EvaluateRes(
-                loss=result.loss, accuracy=result.accuracy, num_examples=result.num_examples
-            )
-        if self._num_examples == 0:  # not a matter of time: no amount of it makes one step
-            return Failure(code="no_data", reason="this agent's shard has no examples")
         config = self._emu.plan_work(
             ins.config, self._num_examples, deadline_mono - time.monotonic(), nbytes
         )
@@ -351,6 +407,15 @@ class Agent:
                 "emulated_compute_s": self._emu.compute_s(fit.num_examples),
             },
         )
+
+
+def _resident_bytes() -> int:
+    """Resident memory of this process in bytes (0 where the platform does not say)."""
+    try:
+        import psutil
+    except ImportError:
+        return 0
+    return int(psutil.Process().memory_info().rss)
 
 
 def _load_average() -> float:

@@ -71,6 +71,7 @@ def _hyperfleet_module(name: str) -> Any:
 
 wire = _hyperfleet_module("protocol")
 daemon = _hyperfleet_module("agent.daemon")
+link_mqtt = _hyperfleet_module("link.mqtt")
 probe = _hyperfleet_module("agent.probe")
 trainer_port = _hyperfleet_module("agent.trainer")
 fleet_port = _hyperfleet_module("coordinator.fleet")
@@ -361,9 +362,8 @@ async def _noop_round(
     me = psutil.Process()
     procs = {"coordinator": me, "agents": contender.agent_process or me, "broker": broker}
     gc.collect()
-    deadline = time.time() + 30.0
     ins = wire.TrainIns(
-        model="{}", weights=reference, config=wire.TrainConfig(local_steps=1), deadline=deadline
+        model="{}", weights=reference, config=wire.TrainConfig(local_steps=1), budget_s=30.0
     )
     instructions = dict.fromkeys(_noop_ids(NOOP_AGENTS), ins)
     cpu0 = {k: _cpu_s(p) for k, p in procs.items()}
@@ -374,7 +374,7 @@ async def _noop_round(
         instructions=instructions,
         reference=reference,
         quorum=NOOP_AGENTS,
-        deadline=deadline,
+        timeout_s=30.0,
     )
     elapsed = time.perf_counter() - t0
     # The round's tail (PUBACKs of the replies, the agents' bookkeeping) drains here: charged to
@@ -595,9 +595,8 @@ async def bench_fanout(plan: Plan, broker: Any) -> dict[str, Any]:
         subscribed += 1
 
     async def hyperfleet_fanout(fleet: Any, rep: int) -> float:
-        deadline = time.time() + 60.0
         ins = wire.TrainIns(
-            model="{}", weights=weights, config=wire.TrainConfig(local_steps=1), deadline=deadline
+            model="{}", weights=weights, config=wire.TrainConfig(local_steps=1), budget_s=60.0
         )
         collector = fleet_port.RoundCollector(
             job_id="fanout", round=rep, expected=set(ids), reference=weights, quorum=len(ids)
@@ -606,12 +605,12 @@ async def bench_fanout(plan: Plan, broker: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
         async with asyncio.TaskGroup() as tg:  # what MqttFleet.train does to send a round
             for agent_id in ids:
-                tg.create_task(
-                    fleet._send(collector, agent_id, "fanout", rep, ins, time.time() + 60)
-                )
+                env = wire.new_envelope(ins, sender=fleet.identity, job_id="fanout", round=rep)
+                collector.instruction_ids[agent_id] = env.msg_id
+                tg.create_task(fleet._send(collector, agent_id, env))
             await arrivals.done.wait()
-        if collector.replies.failures:
-            raise RuntimeError(f"fleet sends failed: {collector.replies.failures}")
+        if len(collector.delivered) != len(ids):
+            raise RuntimeError(f"fleet sends failed: {len(collector.delivered)}/{len(ids)} acked")
         return arrivals.last_at - t0
 
     async def raw_fanout(publisher: RawPublisher, rep: int, sent_before: int) -> float:
@@ -627,7 +626,7 @@ async def bench_fanout(plan: Plan, broker: Any) -> dict[str, Any]:
     async with asyncio.TaskGroup() as subscribers:
         subscriber_tasks: list[asyncio.Task[None]] = []
         for i, agent_id in enumerate(ids):
-            client = daemon.mqtt_client(address, identifier=f"bench-sub-{run}-{i}")
+            client = link_mqtt.mqtt_client(address, identifier=f"bench-sub-{run}-{i}")
             task = subscribers.create_task(
                 _subscriber(
                     client,
@@ -663,7 +662,7 @@ async def bench_fanout(plan: Plan, broker: Any) -> dict[str, Any]:
         board.current = None
         # Only now: how long the fleet's encode of one 10 MiB TrainIns takes (one per agent).
         ins = wire.TrainIns(
-            model="{}", weights=weights, config=wire.TrainConfig(local_steps=1), deadline=0.0
+            model="{}", weights=weights, config=wire.TrainConfig(local_steps=1), budget_s=0.0
         )
         for _ in range(10):
             env = wire.new_envelope(ins, sender="coordinator", job_id="fanout", round=1)

@@ -7,7 +7,8 @@
     │   └── JobStateConflict       it disagrees with the state saved under its job_id
     ├── StrategyError          a strategy cannot aggregate what it was given; the round keeps the old model
     │   └── InsufficientUpdates    too few updates for a robust rule (e.g. Krum's n >= 2f + 3)
-    └── CheckpointError        the state directory cannot be read or written
+    ├── CheckpointError        the state directory cannot be read or written
+    └── OwnershipError         another coordinator owns the job: stop it, or use another job_id
 """
 
 from __future__ import annotations
@@ -36,3 +37,7 @@ class InsufficientUpdates(StrategyError):
 
 class CheckpointError(CoordinatorError, OSError):
     """The coordinator's state could not be saved or loaded."""
+
+
+class OwnershipError(CoordinatorError):
+    """Another coordinator run owns the job (its state directory lock or its retained claim)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +20,7 @@ from protocol import (
     DEFAULT_MAX_UPDATE_NORM_RATIO,
     DuplicateMessage,
     Failure,
+    Heartbeat,
     Hello,
     JobState,
     ModelRef,
@@ -75,15 +77,28 @@ class RoundCollector:
         self.max_update_norm_ratio = max_update_norm_ratio
         self.replies = RoundReplies()
         self.sent_at: dict[str, float] = {}
+        self.instruction_ids: dict[str, str] = {}
+        """The ``msg_id`` of the instruction sent to each agent; a reply must name it."""
+        self.delivered: set[str] = set()
+        """Agents whose instruction the broker acknowledged."""
         self.done = asyncio.Event()
 
-    def offer(self, agent_id: str, body: TrainRes | Failure, nbytes: int) -> None:
-        """Take a reply already admitted for this job and round; :class:`ProtocolError` if unfit."""
+    def offer(self, agent_id: str, body: TrainRes | Failure, nbytes: int, *, reply_to: str) -> None:
+        """Take a reply already admitted for this job and round; :class:`ProtocolError` if unfit.
+
+        ``reply_to`` is the instruction id the reply names: a reply to an instruction this round
+        did not send (an earlier coordinator run's, say) is a :class:`~protocol.StaleRound`."""
         if agent_id not in self.expected:
             raise _not_selected(agent_id, self.round)
         replies = self.replies
         if agent_id in replies.results or agent_id in replies.failures:
             raise _already_replied(agent_id, self.round)
+        sent = self.instruction_ids.get(agent_id)
+        if reply_to != sent:
+            raise StaleRound(
+                f"{agent_id}'s reply answers instruction {reply_to or '(none)'!r}; "
+                f"round {self.round} sent it {sent!r}"
+            )
         replies.bytes_received += nbytes
         if isinstance(body, TrainRes):
             try:
@@ -128,6 +143,9 @@ class Fleet(ABC):
     registry: Registry
     dropped: Counter[str]
 
+    session: str = "local"
+    """This coordinator run's id: the owner named in the job state."""
+
     @abstractmethod
     async def train(
         self,
@@ -137,10 +155,17 @@ class Fleet(ABC):
         instructions: Mapping[str, TrainIns],
         reference: Weights,
         quorum: int,
-        deadline: float,
+        timeout_s: float,
     ) -> RoundReplies:
         """Send each agent its instruction; return when ``quorum`` results are in, everyone has
-        answered, or ``deadline`` (UNIX time) passes. Late or missing replies are failures."""
+        answered, or ``timeout_s`` seconds of round time pass (a fleet may pause the round's
+        clock while it cannot reach the agents). Late or missing replies are failures."""
+
+    async def claim(self, job_id: str, epoch: int) -> int:
+        """Take ownership of ``job_id``, proposing ``epoch``; return the epoch taken (at least
+        ``epoch``). Raises :class:`~coordinator.errors.OwnershipError` when another live
+        coordinator owns the job. A fleet only one coordinator can reach owns trivially."""
+        return epoch
 
     @abstractmethod
     async def publish_state(self, job_id: str, state: JobState) -> None: ...
@@ -157,6 +182,8 @@ class Fleet(ABC):
         return len(self.registry.available())
 
 
+_BEAT = Heartbeat(seq=0, busy=False, load=0.0, memory_used_bytes=0)
+
 LocalAgent = Callable[[TrainIns], Awaitable[TrainRes | Failure | None]]
 """An in-process agent: takes an instruction, returns its reply (``None``: it never answers)."""
 
@@ -170,10 +197,11 @@ class InMemoryFleet(Fleet):
         self.states: list[JobState] = []
         self.models: list[ModelRef] = []
         self._agents = dict(agents)
-        now = time.time()
+        now = time.monotonic()
         for agent_id, (hello, _) in self._agents.items():
             self.registry.on_hello(agent_id, hello, now)
             self.registry.on_status(agent_id, Status(state="online"), now)
+            self.registry.on_heartbeat(agent_id, _BEAT, now)
 
     async def train(
         self,
@@ -183,8 +211,9 @@ class InMemoryFleet(Fleet):
         instructions: Mapping[str, TrainIns],
         reference: Weights,
         quorum: int,
-        deadline: float,
+        timeout_s: float,
     ) -> RoundReplies:
+        deadline = time.monotonic() + timeout_s
         collector = RoundCollector(
             job_id=job_id,
             round=round,
@@ -195,20 +224,19 @@ class InMemoryFleet(Fleet):
 
         async def one(agent_id: str, ins: TrainIns) -> None:
             collector.sent_at[agent_id] = time.monotonic()
+            ins_id = collector.instruction_ids[agent_id] = uuid.uuid4().hex
             reply = await self._agents[agent_id][1](ins)
-            if reply is None or time.time() > deadline:
+            if reply is None or time.monotonic() > deadline:
                 return
             try:
-                collector.offer(agent_id, reply, 0)
+                collector.offer(agent_id, reply, 0, reply_to=ins_id)
             except ProtocolError as exc:
                 self.dropped[exc.code] += 1
 
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(one(a, ins)) for a, ins in instructions.items()]
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    collector.done.wait(), timeout=max(0.0, deadline - time.time())
-                )
+                await asyncio.wait_for(collector.done.wait(), timeout=max(0.0, timeout_s))
             for task in tasks:
                 task.cancel()
         return collector.close()

@@ -1,8 +1,19 @@
-"""The registry of agents: who exists, who is online, what they can do, when we last heard.
+"""The registry of agents: who exists, who is available, what they can do, when we last heard.
 
-A pure state holder: the fleet feeds it decoded messages, planners read it. An agent is *online*
-from its ``online`` status (or any fresh heartbeat) until its ``offline`` status or Last Will, or
-until it has been silent for ``stale_after_s``.
+A pure state holder: the fleet feeds it decoded messages with the time it received them on the
+coordinator's own monotonic clock; planners read it. Liveness comes only from *fresh* evidence:
+
+- ``status`` and ``hello`` are retained, so they may be hours old when they arrive. An ``online``
+  status makes an agent a candidate, never available by itself.
+- A heartbeat (never retained) or a reply proves the agent alive *now*. An agent is available
+  from fresh evidence until its ``offline`` status (or Last Will), or until it has been silent for
+  ``stale_after_s``.
+- Times compared are all the coordinator's: an agent's own timestamp is used only to estimate
+  its clock offset, which is reported, never trusted.
+
+Every daemon run has a session id (in hello, status and heartbeats). Heartbeats of two sessions
+under one agent id at once are an identity clash (two daemons started with the same ``--id``):
+it is reported, and one session's ``offline`` never marks the other one offline.
 """
 
 from __future__ import annotations
@@ -19,20 +30,31 @@ __all__ = ["AgentRecord", "Registry"]
 class AgentRecord:
     agent_id: str
     hello: Hello | None = None
+    announced: bool = False
+    """The newest status says ``online`` (it may be a stale retained one)."""
     online: bool = False
+    """Announced and fresh: heard from (heartbeat or reply) within the registry's window."""
     last_seen: float = 0.0
-    last_heartbeat: Heartbeat | None = None
-    sessions: int = 0
-    """How many times the agent came online (reconnects count)."""
-    history: list[tuple[float, bool]] = field(default_factory=list)
-    """(time, online) transitions, newest last, for availability estimates."""
+    """Coordinator-clock time of the newest fresh evidence."""
+    sessions: dict[str, float] = field(default_factory=dict)
+    """Daemon sessions heard from recently: session id → time of its newest heartbeat."""
+    clock_offset_s: float | None = None
+    """Estimated agent clock minus coordinator clock, seconds (from heartbeat timestamps)."""
 
     @property
     def num_examples(self) -> int:
         return self.hello.num_examples if self.hello else 0
 
+    @property
+    def clash(self) -> bool:
+        """More than one daemon session is live under this agent id."""
+        return len(self.sessions) > 1
+
 
 class Registry:
+    """The agents as the coordinator knows them. ``now`` arguments are the coordinator's
+    monotonic clock in seconds; every method is pure bookkeeping."""
+
     def __init__(self, *, stale_after_s: float = 30.0) -> None:
         self._agents: dict[str, AgentRecord] = {}
         self._stale_after_s = stale_after_s
@@ -55,56 +77,65 @@ class Registry:
             rec = self._agents[agent_id] = AgentRecord(agent_id)
         return rec
 
-    def _set_online(self, rec: AgentRecord, online: bool, now: float) -> None:
-        if rec.online != online:
-            rec.online = online
-            rec.history.append((now, online))
-            del rec.history[:-64]
-            if online:
-                rec.sessions += 1
-
     def on_status(self, agent_id: str, status: Status, now: float) -> None:
+        """An ``online`` status announces the agent; ``offline`` ends the session it names."""
         rec = self._record(agent_id)
-        self._set_online(rec, status.state == "online", now)
-        rec.last_seen = now
+        if status.state == "online":
+            rec.announced = True
+            return
+        rec.sessions.pop(status.session, None)
+        if status.session and rec.sessions:
+            return  # another daemon under this id is still alive: its stop is not ours
+        rec.announced = rec.online = False
 
     def on_hello(self, agent_id: str, hello: Hello, now: float) -> None:
-        rec = self._record(agent_id)
-        rec.hello = hello
-        rec.last_seen = now
+        self._record(agent_id).hello = hello
 
-    def on_heartbeat(self, agent_id: str, beat: Heartbeat, now: float) -> None:
+    def on_heartbeat(
+        self, agent_id: str, beat: Heartbeat, now: float, *, offset_s: float | None = None
+    ) -> bool:
+        """Fresh evidence of life. ``offset_s`` is one sample of the agent's clock minus ours
+        (its timestamp minus our receive time; network delay makes it an underestimate, so the
+        largest recent sample is kept). Returns True when this heartbeat reveals a clash."""
         rec = self._record(agent_id)
-        rec.last_heartbeat = beat
-        rec.last_seen = now
-        self._set_online(rec, True, now)
+        for session, seen in list(rec.sessions.items()):
+            if now - seen > self._stale_after_s:
+                del rec.sessions[session]
+        new_session = beat.session not in rec.sessions
+        rec.sessions[beat.session] = now
+        if offset_s is not None:
+            rec.clock_offset_s = (
+                offset_s if rec.clock_offset_s is None else max(offset_s, rec.clock_offset_s - 0.05)
+            )
+        self.on_seen(agent_id, now)
+        rec.announced = True  # a heartbeat after our offline mark: the agent is back
+        rec.online = True
+        return new_session and rec.clash
 
     def on_seen(self, agent_id: str, now: float) -> None:
-        """Any valid message from a known agent proves it alive."""
+        """Any valid non-retained message from a known agent proves it alive."""
         rec = self._agents.get(agent_id)
         if rec is not None:
             rec.last_seen = now
+            rec.online = rec.announced
 
     def expire(self, now: float) -> list[str]:
         """Mark agents silent for longer than ``stale_after_s`` offline; return their ids."""
         gone = []
         for rec in self._agents.values():
             if rec.online and now - rec.last_seen > self._stale_after_s:
-                self._set_online(rec, False, now)
+                rec.online = False
                 gone.append(rec.agent_id)
         return gone
 
     def available(self) -> list[AgentRecord]:
-        """Online agents that have announced themselves with data to train on, in id order.
-
-        An agent whose ``hello`` says ``num_examples = 0`` can only fail an instruction, and each
-        failure would lower its standing for nothing: it is never available.
-        """
+        """Agents that are online on fresh evidence, have announced themselves and hold data,
+        in id order (an agent with an empty shard is never asked to train)."""
         return sorted(
             (
                 r
                 for r in self._agents.values()
-                if r.online and r.hello is not None and r.hello.num_examples > 0
+                if r.online and r.hello is not None and r.num_examples > 0
             ),
             key=lambda r: r.agent_id,
         )

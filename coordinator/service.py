@@ -29,6 +29,7 @@ from .fleet import Fleet
 from .hyperfl import HyperFLPlanner, HyperFLSettings
 from .job import JobSpec
 from .model import GlobalModel
+from .ownership import StateLock, load_epoch, save_epoch
 from .planner import Planner, RoundPlan, UniformPlanner
 from .strategies import ClientUpdate, Strategy, make_strategy
 
@@ -72,6 +73,8 @@ class Coordinator:
         self._planner = planner
         self.strategy = strategy or make_strategy(spec.strategy.name, **spec.strategy.params)
         self._on_round = on_round
+        self.epoch = 0
+        """This run's ownership epoch of the job (set when the job starts)."""
         self._clock_base = 0.0
         self._clock_start = time.monotonic()
 
@@ -85,6 +88,15 @@ class Coordinator:
         return self._planner
 
     async def run(self) -> JobOutcome:
+        """Own the job (see :mod:`coordinator.ownership`) and drive it to its end. Raises
+        :class:`~coordinator.errors.OwnershipError` when another coordinator owns it."""
+        with StateLock(self.store.state_dir, self.spec.job_id):
+            epoch = load_epoch(self.store.state_dir, self.spec.job_id) + 1
+            self.epoch = await self.fleet.claim(self.spec.job_id, epoch)
+            save_epoch(self.store.state_dir, self.spec.job_id, self.epoch, owner=self.fleet.session)
+            return await self._run()
+
+    async def _run(self) -> JobOutcome:
         spec = self.spec
         model = await asyncio.to_thread(GlobalModel, spec.model, self.holdout)
         progress = await self._resume_or_start(model)
@@ -164,13 +176,13 @@ class Coordinator:
     ) -> JobProgress:
         rnd = progress.round + 1
         started = self._elapsed()
-        deadline = time.time() + plan.timeout_s
         instructions = {
             agent_id: TrainIns(
                 model=model.config_json,
                 weights=progress.weights,
                 config=plan.configs[agent_id],
-                deadline=deadline,
+                budget_s=plan.timeout_s,
+                epoch=self.epoch,
             )
             for agent_id in plan.participants
         }
@@ -180,7 +192,7 @@ class Coordinator:
             instructions=instructions,
             reference=progress.weights,
             quorum=plan.quorum,
-            deadline=deadline,
+            timeout_s=plan.timeout_s,
         )
         weights, note = progress.weights, ""
         updates = [

@@ -132,7 +132,12 @@ def mosquitto_config(*, port: int, bind: str, persistence_dir: Path | None) -> s
         location = str(persistence_dir.resolve())
         if "\n" in location or "\r" in location:
             raise ValueError(f"persistence directory {location!r} must not contain a newline")
-        lines += ["persistence true", f"persistence_location {location.rstrip('/')}/"]
+        lines += [
+            "persistence true",
+            f"persistence_location {location.rstrip('/')}/",
+            "# Saved on a clean stop and every 10 s, so a crash loses at most 10 s of it.",
+            "autosave_interval 10",
+        ]
         user = _effective_user()
         if user is not None:
             # As root, mosquitto drops to the `mosquitto` user, which cannot write a directory

@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=port, default=1883, help="0 picks a free port")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     p.add_argument("--embedded", action="store_true", help="use the embedded Python broker")
+    p.add_argument(
+        "--persist",
+        type=absolute_path,
+        default=None,
+        metavar="DIR",
+        help="keep retained messages (hello, job state, ModelRef) and sessions in DIR across "
+        "restarts (Mosquitto only); without it a restarted broker forgets the newest model",
+    )
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
 
     p = sub.add_parser("agent", help="run an edge agent daemon")
@@ -206,7 +214,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "broker":
         from .commands import run_broker
 
-        return run_broker(port=args.port, bind=args.bind, embedded=args.embedded)
+        return run_broker(
+            port=args.port, bind=args.bind, embedded=args.embedded, persist=args.persist
+        )
     if args.command == "agent":
         from .commands import agent_settings, run_agent
 

@@ -7,6 +7,7 @@ paths are already absolute (:mod:`.flags`), and return one frozen settings objec
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import signal
@@ -16,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.app import RuntimeChoice, create_agent, read_shard
-from agent.daemon import AgentSettings, Emulator, mqtt_client
+from agent.daemon import AgentSettings, Emulator
 from agent.device_class import DeviceClass, load_device_class, load_fleet
 from agent.emulation import DeviceEmulator
 from coordinator.checkpoint import CheckpointStore
 from coordinator.job import JobSpec, load_job
 from coordinator.mqtt_fleet import open_mqtt_fleet
 from coordinator.service import Coordinator, JobOutcome
+from link.mqtt import MqttConnection, MqttSession
 from protocol import (
     BrokerAddress,
     ProtocolError,
@@ -201,7 +203,9 @@ async def run_coordinator(run: CoordinatorRun) -> int:
     holdout = read_shard(run.spec.holdout)
     run.out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        async with open_mqtt_fleet(broker=run.broker, topics=run.topics) as fleet:
+        async with open_mqtt_fleet(
+            broker=run.broker, topics=run.topics, job_id=run.spec.job_id
+        ) as fleet:
             coordinator = Coordinator(
                 spec=run.spec,
                 fleet=fleet,
@@ -217,10 +221,17 @@ async def run_coordinator(run: CoordinatorRun) -> int:
     return EXIT_OK if outcome.reached else EXIT_NOT_REACHED
 
 
-def run_broker(*, port: int, bind: str, embedded: bool) -> int:
+def run_broker(*, port: int, bind: str, embedded: bool, persist: Path | None = None) -> int:
     from .broker import start_broker
 
-    with start_broker(port=port, bind=bind, prefer="embedded" if embedded else "auto") as broker:
+    if persist is not None:
+        persist.mkdir(parents=True, exist_ok=True)
+    with start_broker(
+        port=port,
+        bind=bind,
+        prefer="embedded" if embedded else "auto",
+        persistence_dir=persist,
+    ) as broker:
         print(f"{broker.kind} broker listening on {broker.url} (Ctrl-C to stop)", flush=True)
         stop = False
 
@@ -238,27 +249,45 @@ def run_broker(*, port: int, bind: str, embedded: bool) -> int:
 
 
 async def run_watch(broker: BrokerAddress, topics: Topics, count: int) -> int:
+    """Print every message under the prefix (``count`` of them, 0: until stopped); rides out
+    broker outages."""
     seen = 0
-    async with mqtt_client(broker, identifier=f"hf-watch-{time.time_ns() % 10**8}") as client:
-        await client.subscribe(f"{topics.prefix}/#", qos=1)
-        async for message in client.messages:
-            topic = str(message.topic)
-            payload = message.payload
-            try:
-                if not isinstance(payload, (bytes, bytearray)):
-                    raise ProtocolError("not binary")
-                env = decode(payload)
-                fields = dataclasses.fields(env.body)  # type: ignore[arg-type]
-                body = _short({f.name: getattr(env.body, f.name) for f in fields})
-                print(
-                    f"{topic} {env.type} from={env.sender} job={env.job_id} round={env.round} {body}",
-                    flush=True,
-                )
-            except ProtocolError as exc:
-                print(f"{topic} <undecodable: {exc}>", flush=True)
-            seen += 1
-            if count and seen >= count:
-                break
+    enough = asyncio.Event()
+
+    def on_message(topic: str, payload: object) -> None:
+        nonlocal seen
+        if enough.is_set():
+            return
+        try:
+            if not isinstance(payload, (bytes, bytearray)):
+                raise ProtocolError("not binary")
+            env = decode(payload)
+            fields = dataclasses.fields(env.body)  # type: ignore[arg-type]
+            body = _short({f.name: getattr(env.body, f.name) for f in fields})
+            print(
+                f"{topic} {env.type} from={env.sender} job={env.job_id} round={env.round} {body}",
+                flush=True,
+            )
+        except ProtocolError as exc:
+            print(f"{topic} <undecodable: {exc}>", flush=True)
+        seen += 1
+        if count and seen >= count:
+            enough.set()
+
+    async def subscribe(conn: MqttConnection) -> None:
+        await conn.subscribe(f"{topics.prefix}/#", qos=1)
+
+    session = MqttSession(
+        broker=broker,
+        identifier=f"hf-watch-{time.time_ns() % 10**8}",
+        on_message=on_message,
+        on_connect=subscribe,
+        name="watch",
+    )
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(session.run())
+        await enough.wait()
+        task.cancel()
     return 0
 
 

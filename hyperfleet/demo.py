@@ -24,6 +24,8 @@ from pathlib import Path
 
 from agent.device_class import load_fleet
 from cloud.pipelines import load_digits, prepare_federated
+from link import Backoff
+from link.mqtt import MqttConnection, MqttSession
 from protocol import JobState, ProtocolError, Topics, decode, parse_broker_url
 
 from .broker import start_broker
@@ -180,27 +182,36 @@ def _spawn(
 async def _follow(
     broker_url: str, topics: Topics, job_id: str, states: list[tuple[float, JobState]], t0: float
 ) -> None:
-    """Print each new round of the job, once, as the coordinator publishes it."""
-    from agent.daemon import mqtt_client
-
+    """Print each new round of the job, once, as the coordinator publishes it. A monitor: it
+    rides out broker outages (reconnecting with backoff) and never ends the job it watches."""
     printer = ProgressPrinter()
-    broker = parse_broker_url(broker_url)
-    async with mqtt_client(broker, identifier=f"hf-demo-{os.getpid()}") as client:
-        await client.subscribe(topics.job_state(job_id), qos=1)
-        async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, (bytes, bytearray)):
-                continue
-            try:
-                env = decode(payload)
-            except ProtocolError:
-                continue
-            state = env.body
-            if not isinstance(state, JobState) or env.ts < t0:
-                continue  # a retained state of an earlier run
-            states.append((time.time() - t0, state))
-            for line in printer.lines(state):
-                print(line, flush=True)
+
+    def on_message(topic: str, payload: object) -> None:
+        if not isinstance(payload, (bytes, bytearray)):
+            return
+        try:
+            env = decode(payload)
+        except ProtocolError:
+            return
+        state = env.body
+        if not isinstance(state, JobState) or env.ts < t0:
+            return  # a retained state of an earlier run
+        states.append((time.time() - t0, state))
+        for line in printer.lines(state):
+            print(line, flush=True)
+
+    async def subscribe(conn: MqttConnection) -> None:
+        await conn.subscribe(topics.job_state(job_id), qos=1)
+
+    session = MqttSession(
+        broker=parse_broker_url(broker_url),
+        identifier=f"hf-demo-{os.getpid()}",
+        on_message=on_message,
+        on_connect=subscribe,
+        backoff=Backoff(min_s=0.2, max_s=2.0),
+        name="demo monitor",
+    )
+    await session.run()
 
 
 async def run_demo(s: DemoSettings) -> int:

@@ -215,7 +215,9 @@ class MqttSession:
         self._on_connect = on_connect
         self._while_connected = while_connected
         self._before_connect = before_connect
-        self._will = will
+        self.will = will
+        """The Last Will of the next connection (read on every connect; a process may change it
+        as its state changes). ``None``: no will, and no farewell on a clean stop."""
         self._clean_session = clean_session
         self._keepalive_s = keepalive_s
         self._tls = tls
@@ -226,6 +228,9 @@ class MqttSession:
         self._connection: MqttConnection | None = None
         self.connected = asyncio.Event()
         """Set while connected and past ``on_connect``."""
+        self.disconnected = asyncio.Event()
+        """Set while not connected (the complement of :attr:`connected`)."""
+        self.disconnected.set()
 
     # ------------------------------------------------------------------ publishing
 
@@ -268,7 +273,7 @@ class MqttSession:
             client = mqtt_client(
                 self.broker,
                 identifier=self.identifier,
-                will=self._will,
+                will=self.will,
                 clean_session=self._clean_session,
                 keepalive_s=self._keepalive_s,
                 tls=self._tls,
@@ -335,8 +340,9 @@ class MqttSession:
                     await self._while_connected(connection)
                     reader.cancel()  # the hook ended this connection; start over
         except asyncio.CancelledError:
-            if self._will is not None and not connection.lost:
-                await self._farewell(connection, self._will)
+            will = self.will
+            if will is not None and not connection.lost:
+                await self._farewell(connection, will)
             raise
         finally:
             self._lose(connection)
@@ -369,5 +375,7 @@ class MqttSession:
         self._connection = connection
         if connection is None:
             self.connected.clear()
+            self.disconnected.set()
         else:
             self.connected.set()
+            self.disconnected.clear()

@@ -31,10 +31,7 @@ from ._errors import (
 )
 from ._messages import (
     MESSAGE_TYPES,
-    Cancel,
     Envelope,
-    EvaluateIns,
-    EvaluateRes,
     Failure,
     GpuInfo,
     Heartbeat,
@@ -63,11 +60,8 @@ __all__ = [
     "Admission",
     "Bound",
     "BrokerAddress",
-    "Cancel",
     "DuplicateMessage",
     "Envelope",
-    "EvaluateIns",
-    "EvaluateRes",
     "Failure",
     "GpuInfo",
     "Heartbeat",

@@ -31,8 +31,6 @@ import numpy.typing as npt
 from ._errors import OutOfRange
 from ._messages import (
     Envelope,
-    EvaluateIns,
-    EvaluateRes,
     GpuInfo,
     Heartbeat,
     Hello,
@@ -108,7 +106,7 @@ POSITIVE = above(0)
 SHARE = between(0, 1)
 """Probabilities, accuracies, agreements."""
 SECONDS = at_least(0)
-"""Durations and UNIX times (every time on the wire is after 1970)."""
+"""Durations, budgets and UNIX times (every time on the wire is after 1970)."""
 
 FIELD_BOUNDS: Mapping[type, Mapping[str, Bound]] = {
     GpuInfo: {"index": COUNT, "memory_bytes": COUNT},
@@ -127,10 +125,8 @@ FIELD_BOUNDS: Mapping[type, Mapping[str, Bound]] = {
         "proximal_mu": at_least(0),
         "seed": COUNT,
     },
-    TrainIns: {"deadline": SECONDS},
+    TrainIns: {"budget_s": SECONDS, "epoch": COUNT},
     TrainRes: {"num_examples": COUNT, "steps": COUNT, "train_s": SECONDS},
-    EvaluateIns: {"deadline": SECONDS, "batch_size": at_least(1)},
-    EvaluateRes: {"accuracy": SHARE, "num_examples": COUNT},
     ModelRef: {"version": COUNT, "size_bytes": COUNT},
     JobState: {
         "round": COUNT,
@@ -139,6 +135,7 @@ FIELD_BOUNDS: Mapping[type, Mapping[str, Bound]] = {
         "target_accuracy": SHARE,
         "elapsed_s": SECONDS,
         "time_budget_s": SECONDS,
+        "epoch": COUNT,
     },
 }
 """Bounds of each record's numeric fields. Floats not named here (``TrainRes.loss``) are only

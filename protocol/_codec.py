@@ -45,7 +45,7 @@ from ._messages import MESSAGE_TYPES, Envelope, Message
 
 __all__ = ["DEFAULT_LIMITS", "PROTOCOL_VERSION", "Limits", "decode", "encode", "new_envelope"]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 _MAGIC = b"HF"
 _PREFIX = struct.Struct(">2sI")
 
@@ -72,8 +72,11 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-def new_envelope(body: Message, *, sender: str, job_id: str = "", round: int = 0) -> Envelope:
-    """Wrap ``body`` with a fresh message id and the current time."""
+def new_envelope(
+    body: Message, *, sender: str, job_id: str = "", round: int = 0, reply_to: str = ""
+) -> Envelope:
+    """Wrap ``body`` with a fresh message id and the current time; ``reply_to`` names the
+    ``msg_id`` of the instruction this message answers."""
     return Envelope(
         body=body,
         msg_id=uuid.uuid4().hex,
@@ -81,6 +84,7 @@ def new_envelope(body: Message, *, sender: str, job_id: str = "", round: int = 0
         job_id=job_id,
         round=round,
         ts=time.time(),
+        reply_to=reply_to,
     )
 
 
@@ -126,6 +130,7 @@ def encode(envelope: Envelope, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
             "j": envelope.job_id,
             "r": envelope.round,
             "ts": envelope.ts,
+            **({"re": envelope.reply_to} if envelope.reply_to else {}),
             "b": body,
         },
         use_bin_type=True,
@@ -257,6 +262,7 @@ def decode(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIM
             job_id=_expect_str(header.get("j"), "job"),
             round=_expect_int(header.get("r"), "round"),
             ts=_expect_float(header.get("ts"), "ts"),
+            reply_to=_expect_str(header.get("re", ""), "reply_to"),
         )
     except ProtocolError:
         raise

@@ -1,7 +1,6 @@
 """The messages of the wire contract: frozen, slotted, keyword-only records.
 
-Field vocabulary follows Flower (``TrainIns``/``TrainRes``, ``EvaluateIns``/``EvaluateRes``) so FL
-users recognise it. Arrays are NumPy arrays; the codec moves them as dtype + shape + raw bytes.
+Field vocabulary follows Flower (``TrainIns``/``TrainRes``) so FL users recognise it. Arrays are NumPy arrays; the codec moves them as dtype + shape + raw bytes.
 Every message travels inside an :class:`Envelope` that carries who sent it, for which job and round.
 """
 
@@ -15,10 +14,7 @@ import numpy.typing as npt
 
 __all__ = [
     "MESSAGE_TYPES",
-    "Cancel",
     "Envelope",
-    "EvaluateIns",
-    "EvaluateRes",
     "Failure",
     "GpuInfo",
     "Heartbeat",
@@ -54,10 +50,14 @@ class Message:
 
 @_record
 class Status(Message):
-    """Retained on ``agents/{id}/status``: ``online`` on connect, ``offline`` as the Last Will."""
+    """Retained on ``agents/{id}/status``: ``online`` on connect, ``offline`` as the Last Will.
+
+    ``session`` names the daemon run that sent it, so one daemon's ``offline`` never hides another
+    running by mistake under the same agent id."""
 
     TYPE: ClassVar[str] = "Status"
     state: Literal["online", "offline"]
+    session: str = ""
 
 
 @_record
@@ -85,15 +85,23 @@ class Hello(Message):
     label_counts: tuple[int, ...] = ()
     """Examples per label in the agent's shard, so planners can keep every label in training.
     Empty when the agent keeps its label distribution to itself."""
+    session: str = ""
+    """A fresh random id per daemon run: two daemons under one agent id show as two sessions."""
 
 
 @_record
 class Heartbeat(Message):
+    """Periodic, never retained: the fresh evidence that an agent is alive (its status and hello
+    are retained and may be hours old)."""
+
     TYPE: ClassVar[str] = "Heartbeat"
     seq: int
     busy: bool
     load: float
+    """1-minute load average of the host."""
     memory_used_bytes: int
+    """Resident memory of the daemon process."""
+    session: str = ""
 
 
 @_record
@@ -110,15 +118,23 @@ class TrainConfig:
 
 @_record
 class TrainIns(Message):
-    """Coordinator → agent: train ``model`` from ``weights`` with ``config`` before ``deadline``."""
+    """Coordinator → agent: train ``model`` from ``weights`` with ``config`` and reply within
+    ``budget_s`` seconds of receiving it.
+
+    The budget is relative and each side measures it on its own monotonic clock, so a coordinator
+    and agents whose wall clocks disagree still agree on it. The reply's envelope names this
+    instruction's ``msg_id`` in ``reply_to``."""
 
     TYPE: ClassVar[str] = "TrainIns"
     model: str
     """The model's architecture as a Keras JSON config (``keras.Model.to_json()``)."""
     weights: Weights
     config: TrainConfig
-    deadline: float
-    """Wall-clock time (UNIX seconds) by which the reply must have arrived."""
+    budget_s: float
+    """Seconds from receipt by which the reply must be sent (the coordinator's round time left)."""
+    epoch: int = 0
+    """The coordinator's ownership epoch of the job, +1 each time a coordinator takes the job over;
+    agents ignore instructions of an epoch older than one they have seen for the job."""
 
 
 @_record
@@ -133,35 +149,12 @@ class TrainRes(Message):
 
 
 @_record
-class EvaluateIns(Message):
-    TYPE: ClassVar[str] = "EvaluateIns"
-    model: str
-    weights: Weights
-    deadline: float
-    batch_size: int = 256
-
-
-@_record
-class EvaluateRes(Message):
-    TYPE: ClassVar[str] = "EvaluateRes"
-    loss: float
-    accuracy: float
-    num_examples: int
-
-
-@_record
 class Failure(Message):
     """An agent could not do what it was asked; ``code`` is machine-readable, ``reason`` is for people."""
 
     TYPE: ClassVar[str] = "Failure"
     code: str
     reason: str
-
-
-@_record
-class Cancel(Message):
-    TYPE: ClassVar[str] = "Cancel"
-    reason: str = ""
 
 
 @_record
@@ -187,6 +180,8 @@ class JobState(Message):
 
     TYPE: ClassVar[str] = "JobState"
     status: str
+    """``running``, a stop reason (``reached``, ``time_budget``, ...), or ``lost``: the owner's
+    Last Will, published by the broker when the coordinator's connection dies."""
     round: int
     accuracy: float
     best_accuracy: float
@@ -197,6 +192,9 @@ class JobState(Message):
     failures: tuple[str, ...] = ()
     plan: Mapping[str, Any] = field(default_factory=dict)
     message: str = ""
+    owner: str = ""
+    """The coordinator run that owns the job (its session id); see ``TrainIns.epoch``."""
+    epoch: int = 0
 
 
 MESSAGE_TYPES: Mapping[str, type[Message]] = {
@@ -207,10 +205,7 @@ MESSAGE_TYPES: Mapping[str, type[Message]] = {
         Heartbeat,
         TrainIns,
         TrainRes,
-        EvaluateIns,
-        EvaluateRes,
         Failure,
-        Cancel,
         ModelRef,
         JobState,
     )
@@ -221,7 +216,9 @@ MESSAGE_TYPES: Mapping[str, type[Message]] = {
 class Envelope:
     """What travels: a message body with its routing facts.
 
-    ``msg_id`` is unique per message (receivers are idempotent on it); ``round`` is 0 outside rounds.
+    ``msg_id`` is unique per message (receivers are idempotent on it); ``round`` is 0 outside rounds;
+    ``reply_to`` is the ``msg_id`` of the instruction a reply answers ("" for anything else);
+    ``ts`` is the sender's wall clock, used only to estimate clock skew, never to decide.
     """
 
     body: Message
@@ -230,6 +227,7 @@ class Envelope:
     job_id: str = ""
     round: int = 0
     ts: float = 0.0
+    reply_to: str = ""
 
     @property
     def type(self) -> str:

@@ -114,12 +114,11 @@ def test_an_agent_with_an_empty_shard_says_no_data(
                 while (record := fleet.registry.get("empty-0")) is None or record.hello is None:
                     await asyncio.sleep(0.05)
             available = [r.agent_id for r in fleet.registry.available()]
-            deadline = time.time() + 10
             ins = TrainIns(
                 model=MODEL_JSON,
                 weights=WEIGHTS,
                 config=TrainConfig(local_steps=2, batch_size=4),
-                deadline=deadline,
+                budget_s=10.0,
             )
             replies = await fleet.train(
                 job_id="job",
@@ -127,7 +126,7 @@ def test_an_agent_with_an_empty_shard_says_no_data(
                 instructions={"empty-0": ins},
                 reference=WEIGHTS,
                 quorum=1,
-                deadline=deadline,
+                timeout_s=10.0,
             )
             return replies.failures, available
 

@@ -308,6 +308,41 @@ def test_generated_config_with_persistence_is_accepted_by_mosquitto(
     assert (state / "mosquitto.db").is_file()  # written on shutdown
 
 
+def test_a_persistent_broker_keeps_a_retained_model_reference_across_a_restart(
+    mosquitto_binary: str, tmp_path: Path
+) -> None:
+    import paho.mqtt.client as paho
+
+    state = tmp_path / "state"
+    state.mkdir()
+
+    def client(b: RunningBroker) -> paho.Client:
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"c-{time.monotonic_ns()}")
+        c.connect("127.0.0.1", b.port)
+        c.loop_start()
+        return c
+
+    with start_broker(prefer="mosquitto", persistence_dir=state, workdir=tmp_path / "a") as b:
+        port = b.port
+        c = client(b)
+        c.publish("hf/v1/models/m/latest", b"model-ref", qos=1, retain=True).wait_for_publish(5)
+        c.loop_stop()
+        c.disconnect()
+    got: list[bytes] = []
+    with start_broker(
+        prefer="mosquitto", port=port, persistence_dir=state, workdir=tmp_path / "b"
+    ) as b:
+        c = client(b)
+        c.on_message = lambda _c, _u, m: got.append(m.payload)
+        c.subscribe("hf/v1/models/+/latest", qos=1)
+        end = time.monotonic() + 5
+        while not got and time.monotonic() < end:
+            time.sleep(0.05)
+        c.loop_stop()
+        c.disconnect()
+    assert got == [b"model-ref"]
+
+
 def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
     stubborn = subprocess.Popen(
         [

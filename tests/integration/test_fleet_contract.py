@@ -20,10 +20,10 @@ from protocol import Failure, Hello, Topics, TrainConfig, TrainIns, TrainRes, pa
 REFERENCE = (np.zeros((4, 2), dtype=np.float32), np.zeros(2, dtype=np.float32))
 
 
-def instructions(ids: list[str], deadline: float) -> dict[str, TrainIns]:
+def instructions(ids: list[str], budget_s: float) -> dict[str, TrainIns]:
     return {
         a: TrainIns(
-            model="{}", weights=REFERENCE, config=TrainConfig(local_steps=1), deadline=deadline
+            model="{}", weights=REFERENCE, config=TrainConfig(local_steps=1), budget_s=budget_s
         )
         for a in ids
     }
@@ -47,10 +47,10 @@ class FleetContract:
                 replies = await fleet.train(
                     job_id="job",
                     round=1,
-                    instructions=instructions(ids, time.time() + timeout),
+                    instructions=instructions(ids, timeout),
                     reference=REFERENCE,
                     quorum=quorum or len(ids),
-                    deadline=time.time() + timeout,
+                    timeout_s=timeout,
                 )
                 return replies, time.monotonic() - t0, fleet
 

@@ -69,7 +69,9 @@ async def run_job(
     broker_url: str, prefix: str, spec: JobSpec, holdout: Shard, state: Path, *, during: Any = None
 ) -> tuple[JobOutcome, MqttFleet]:
     topics = Topics(prefix)
-    async with open_mqtt_fleet(broker=parse_broker_url(broker_url), topics=topics) as fleet:
+    async with open_mqtt_fleet(
+        broker=parse_broker_url(broker_url), topics=topics, job_id=spec.job_id
+    ) as fleet:
         coordinator = Coordinator(
             spec=spec,
             fleet=fleet,
@@ -141,7 +143,11 @@ def test_bad_input_never_stops_a_round(
                 current = fleet._round
                 if current is not None:
                     wrong = new_envelope(
-                        ghost, sender="agent-002", job_id="itest", round=current.round
+                        ghost,
+                        sender="agent-002",
+                        job_id="itest",
+                        round=current.round,
+                        reply_to=current.instruction_ids.get("agent-002", ""),
                     )
                     raw.publish(topics.results("agent-002"), encode(wrong), qos=1)
                     sent["shape"] += 1
@@ -316,12 +322,12 @@ def test_an_agent_reconnects_after_the_broker_restarts(
                             model=model_json,
                             weights=weights,
                             config=TrainConfig(local_steps=3),
-                            deadline=time.time() + 10,
+                            budget_s=10,
                         )
                     },
                     reference=weights,
                     quorum=1,
-                    deadline=time.time() + 10,
+                    timeout_s=10,
                 )
                 assert replies.results["agent-r"].steps == 3
         return agent.connections

@@ -11,12 +11,12 @@ import pytest
 
 from protocol import (
     Admission,
-    Cancel,
     DuplicateMessage,
     Envelope,
     OutOfRange,
     ShapeMismatch,
     StaleRound,
+    Status,
     check_update_norm,
     check_weights_like,
 )
@@ -24,7 +24,12 @@ from protocol import (
 
 def env(msg_id: str, *, job_id: str = "job-1", round: int = 3) -> Envelope:
     return Envelope(
-        body=Cancel(), msg_id=msg_id, sender="agent-1", job_id=job_id, round=round, ts=1.0
+        body=Status(state="online"),
+        msg_id=msg_id,
+        sender="agent-1",
+        job_id=job_id,
+        round=round,
+        ts=1.0,
     )
 
 

@@ -27,12 +27,10 @@ from protocol import (
     FIELD_BOUNDS,
     MAP_BOUNDS,
     MESSAGE_TYPES,
+    PROTOCOL_VERSION,
     Bound,
-    Cancel,
     DuplicateMessage,
     Envelope,
-    EvaluateIns,
-    EvaluateRes,
     Failure,
     GpuInfo,
     Heartbeat,
@@ -159,7 +157,7 @@ train_configs = st.builds(
 )
 
 BODIES: Mapping[type[Message], st.SearchStrategy[Message]] = {
-    Status: st.builds(Status, state=st.sampled_from(["online", "offline"])),
+    Status: st.builds(Status, state=st.sampled_from(["online", "offline"]), session=text),
     Hello: st.builds(
         Hello,
         device_class=text,
@@ -172,6 +170,7 @@ BODIES: Mapping[type[Message], st.SearchStrategy[Message]] = {
         software=text,
         profile=bounded_map(Hello, "profile"),
         label_counts=st.lists(b(Hello, "label_counts"), max_size=4).map(tuple),
+        session=text,
     ),
     Heartbeat: st.builds(
         Heartbeat,
@@ -179,13 +178,15 @@ BODIES: Mapping[type[Message], st.SearchStrategy[Message]] = {
         busy=st.booleans(),
         load=b(Heartbeat, "load"),
         memory_used_bytes=b(Heartbeat, "memory_used_bytes"),
+        session=text,
     ),
     TrainIns: st.builds(
         TrainIns,
         model=text,
         weights=weights,
         config=train_configs,
-        deadline=b(TrainIns, "deadline"),
+        budget_s=b(TrainIns, "budget_s"),
+        epoch=b(TrainIns, "epoch"),
     ),
     TrainRes: st.builds(
         TrainRes,
@@ -196,21 +197,7 @@ BODIES: Mapping[type[Message], st.SearchStrategy[Message]] = {
         train_s=b(TrainRes, "train_s"),
         metrics=float_maps,
     ),
-    EvaluateIns: st.builds(
-        EvaluateIns,
-        model=text,
-        weights=weights,
-        deadline=b(EvaluateIns, "deadline"),
-        batch_size=b(EvaluateIns, "batch_size"),
-    ),
-    EvaluateRes: st.builds(
-        EvaluateRes,
-        loss=finite,
-        accuracy=b(EvaluateRes, "accuracy"),
-        num_examples=b(EvaluateRes, "num_examples"),
-    ),
     Failure: st.builds(Failure, code=text, reason=text),
-    Cancel: st.builds(Cancel, reason=text),
     ModelRef: st.builds(
         ModelRef,
         name=text,
@@ -236,6 +223,8 @@ BODIES: Mapping[type[Message], st.SearchStrategy[Message]] = {
         failures=st.lists(text, max_size=3).map(tuple),
         plan=st.dictionaries(text, plain_values, max_size=4),
         message=text,
+        owner=text,
+        epoch=b(JobState, "epoch"),
     ),
 }
 
@@ -249,6 +238,7 @@ def envelopes(body: st.SearchStrategy[Message]) -> st.SearchStrategy[Envelope]:
         job_id=text,
         round=st.integers(min_value=0, max_value=2**63 - 1),
         ts=floats_in(ENVELOPE_BOUNDS["ts"]),
+        reply_to=text,
     )
 
 
@@ -286,7 +276,7 @@ def assert_wire_equal(got: object, want: object, where: str = "envelope") -> Non
 
 def decoded_arrays(env: Envelope) -> list[npt.NDArray[Any]]:
     body = env.body
-    if isinstance(body, (TrainIns, TrainRes, EvaluateIns)):
+    if isinstance(body, (TrainIns, TrainRes)):
         return list(body.weights)
     return []
 
@@ -318,7 +308,7 @@ def train_res_header(**body: Any) -> dict[str, Any]:
     }
     b.update(body)
     return {
-        "v": 1,
+        "v": PROTOCOL_VERSION,
         "t": "TrainRes",
         "id": "m1",
         "s": "agent-1",
@@ -344,7 +334,7 @@ def job_state_header(plan: object) -> dict[str, Any]:
         "plan": plan,
     }
     return {
-        "v": 1,
+        "v": PROTOCOL_VERSION,
         "t": "JobState",
         "id": "m1",
         "s": "coord",
@@ -481,13 +471,21 @@ def test_float_arrays_whose_sum_overflows_are_still_finite() -> None:
 
 def test_new_envelope_gives_fresh_ids_and_the_current_time() -> None:
     before = time.time()
-    a = new_envelope(Cancel(reason="x"), sender="coord", job_id="j", round=2)
-    b = new_envelope(Cancel(reason="x"), sender="coord")
+    a = new_envelope(Failure(code="x", reason="y"), sender="a1", job_id="j", round=2, reply_to="i1")
+    b = new_envelope(Failure(code="x", reason="y"), sender="a1")
     assert a.msg_id
     assert a.msg_id != b.msg_id
     assert before <= a.ts <= time.time()
-    assert (a.sender, a.job_id, a.round, a.type) == ("coord", "j", 2, "Cancel")
-    assert (b.job_id, b.round) == ("", 0)
+    assert (a.sender, a.job_id, a.round, a.type, a.reply_to) == ("a1", "j", 2, "Failure", "i1")
+    assert (b.job_id, b.round, b.reply_to) == ("", 0, "")
+
+
+def test_reply_to_travels_and_only_when_set() -> None:
+    reply = new_envelope(Failure(code="x", reason="y"), sender="a1", reply_to="abc123")
+    assert decode(encode(reply)).reply_to == "abc123"
+    plain = new_envelope(Failure(code="x", reason="y"), sender="a1")
+    assert decode(encode(plain)).reply_to == ""
+    assert b"\xa2re" not in encode(plain)  # the header key is left out, not sent empty
 
 
 # ------------------------------------------------------------------------------ hostile bytes
@@ -608,7 +606,7 @@ def test_hand_built_frame_is_valid() -> None:
     assert env.body.metrics == {"accuracy": 0.75}
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None])
+@pytest.mark.parametrize("version", [1, 3, 0, "2", None])
 def test_unknown_version(version: object) -> None:
     header = {**train_res_header(), "v": version}
     with pytest.raises(UnsupportedVersion):
@@ -945,7 +943,16 @@ def test_unknown_field_in_a_nested_record() -> None:
         "memory_bytes": 1,
         "gpus": [{"index": 0, "name": "g", "memory_bytes": 1, "clock": 5}],
     }
-    header = {"v": 1, "t": "Hello", "id": "m", "s": "a", "j": "", "r": 0, "ts": 0.0, "b": body}
+    header = {
+        "v": PROTOCOL_VERSION,
+        "t": "Hello",
+        "id": "m",
+        "s": "a",
+        "j": "",
+        "r": 0,
+        "ts": 0.0,
+        "b": body,
+    }
     with pytest.raises(MalformedMessage):
         decode(pack_frame(header))
 
@@ -984,10 +991,10 @@ def test_wrong_field_type(where: str, field: str, value: object) -> None:
         ("Status", {"state": "asleep"}),
         ("Status", {"state": 1}),
         ("Heartbeat", {"seq": 1, "busy": 1, "load": 0.1, "memory_used_bytes": 1}),
-        ("TrainIns", {"model": "{}", "weights": [], "config": {"epochs": "1"}, "deadline": 1.0}),
+        ("TrainIns", {"model": "{}", "weights": [], "config": {"epochs": "1"}, "budget_s": 1.0}),
         (
             "TrainIns",
-            {"model": "{}", "weights": [], "config": {"local_steps": 1.5}, "deadline": 1.0},
+            {"model": "{}", "weights": [], "config": {"local_steps": 1.5}, "budget_s": 1.0},
         ),
         (
             "Hello",
@@ -1009,7 +1016,16 @@ def test_wrong_field_type(where: str, field: str, value: object) -> None:
     ],
 )
 def test_wrong_field_type_in_other_messages(type_name: str, body: dict[str, Any]) -> None:
-    header = {"v": 1, "t": type_name, "id": "m", "s": "a", "j": "", "r": 0, "ts": 0.0, "b": body}
+    header = {
+        "v": PROTOCOL_VERSION,
+        "t": type_name,
+        "id": "m",
+        "s": "a",
+        "j": "",
+        "r": 0,
+        "ts": 0.0,
+        "b": body,
+    }
     with pytest.raises(MalformedMessage):
         decode(pack_frame(header))
 

@@ -321,30 +321,46 @@ ONLINE, OFFLINE = Status(state="online"), Status(state="offline")
 BEAT = Heartbeat(seq=1, busy=False, load=0.1, memory_used_bytes=1000)
 
 
-def test_status_messages_switch_an_agent_online_and_offline() -> None:
-    registry = Registry()
+def beat(session: str = "") -> Heartbeat:
+    return Heartbeat(seq=1, busy=False, load=0.1, memory_used_bytes=1000, session=session)
 
-    registry.on_status("a", ONLINE, now=1.0)
-    rec = registry.get("a")
+
+def live(registry: Registry, agent_id: str, now: float = 0.0) -> None:
+    """An agent that announced itself and is heard from now."""
+    registry.on_status(agent_id, ONLINE, now)
+    registry.on_hello(agent_id, HELLO, now)
+    registry.on_heartbeat(agent_id, BEAT, now)
+
+
+def test_a_retained_online_status_alone_never_makes_an_agent_available() -> None:
+    # A ghost: its retained status and hello are an hour old; nothing fresh ever comes.
+    registry = Registry()
+    registry.on_status("ghost", ONLINE, now=1.0)
+    registry.on_hello("ghost", HELLO, now=1.0)
+
+    rec = registry.get("ghost")
     assert rec is not None
-    assert rec.online
-    assert rec.last_seen == 1.0
+    assert rec.announced
+    assert not rec.online
+    assert registry.available() == []
+
+    registry.on_heartbeat("ghost", BEAT, now=2.0)  # fresh evidence
+    assert [r.agent_id for r in registry.available()] == ["ghost"]
+
+
+def test_an_offline_status_ends_availability_until_fresh_evidence_returns() -> None:
+    registry = Registry()
+    live(registry, "a", now=1.0)
 
     registry.on_status("a", OFFLINE, now=2.0)
-    assert not rec.online
-    assert rec.history == [(1.0, True), (2.0, False)]
-
-
-def test_a_heartbeat_marks_an_agent_online() -> None:
-    registry = Registry()
-    registry.on_status("a", OFFLINE, now=1.0)
-
-    registry.on_heartbeat("a", BEAT, now=5.0)
-
     rec = registry.get("a")
     assert rec is not None
+    assert not rec.online
+    registry.on_seen("a", now=3.0)  # a late reply does not bring an offline agent back
+    assert not rec.online
+
+    registry.on_heartbeat("a", BEAT, now=5.0)
     assert rec.online
-    assert rec.last_heartbeat == BEAT
     assert rec.last_seen == 5.0
 
 
@@ -370,14 +386,13 @@ def test_on_seen_does_not_invent_agents() -> None:
     assert len(registry) == 0
 
 
-def test_available_lists_online_agents_that_said_hello_in_id_order() -> None:
+def test_available_lists_live_agents_that_said_hello_in_id_order() -> None:
     registry = Registry()
-    registry.on_status("c", ONLINE, now=0.0)
-    registry.on_hello("c", HELLO, now=0.0)
-    registry.on_status("a", ONLINE, now=0.0)
-    registry.on_hello("a", HELLO, now=0.0)
-    registry.on_status("silent", ONLINE, now=0.0)  # online, never said hello
-    registry.on_hello("gone", HELLO, now=0.0)
+    live(registry, "c")
+    live(registry, "a")
+    registry.on_status("silent", ONLINE, now=0.0)  # live, never said hello
+    registry.on_heartbeat("silent", BEAT, now=0.0)
+    live(registry, "gone")
     registry.on_status("gone", OFFLINE, now=0.0)
 
     assert [r.agent_id for r in registry.available()] == ["a", "c"]
@@ -387,29 +402,51 @@ def test_available_lists_online_agents_that_said_hello_in_id_order() -> None:
     assert [r.agent_id for r in registry.available()] == ["a", "c", "silent"]
 
 
-def test_an_agent_without_examples_is_never_available() -> None:
-    """Issue 13: an agent with an empty shard was chosen every round and failed each time."""
+def test_an_agent_with_an_empty_shard_is_never_available() -> None:
     registry = Registry()
-    empty = dataclasses.replace(HELLO, num_examples=0)
-    for agent_id, hello in (("a", HELLO), ("empty", empty)):
-        registry.on_status(agent_id, ONLINE, now=0.0)
-        registry.on_hello(agent_id, hello, now=0.0)
-    assert [r.agent_id for r in registry.available()] == ["a"]
-    registry.on_hello("empty", HELLO, now=1.0)  # its data arrived: it re-announces
-    assert [r.agent_id for r in registry.available()] == ["a", "empty"]
+    live(registry, "full")
+    live(registry, "empty")
+    registry.on_hello("empty", dataclasses.replace(HELLO, num_examples=0), now=0.0)
+
+    assert [r.agent_id for r in registry.available()] == ["full"]
 
 
-def test_sessions_count_reconnects() -> None:
-    registry = Registry()
-
+def test_two_sessions_under_one_id_are_a_clash_and_one_stop_never_hides_the_other() -> None:
+    registry = Registry(stale_after_s=30.0)
     registry.on_status("a", ONLINE, now=0.0)
-    registry.on_heartbeat("a", BEAT, now=1.0)  # already online: same session
-    registry.on_status("a", ONLINE, now=2.0)  # a repeated retained status: same session
-    registry.on_status("a", OFFLINE, now=3.0)
-    registry.on_status("a", ONLINE, now=4.0)
-    registry.expire(now=100.0)
-    registry.on_heartbeat("a", BEAT, now=101.0)
+    registry.on_hello("a", HELLO, now=0.0)
+    assert registry.on_heartbeat("a", beat("s1"), now=0.0) is False
 
+    assert registry.on_heartbeat("a", beat("s2"), now=1.0) is True  # a second daemon
+    assert registry.on_heartbeat("a", beat("s2"), now=2.0) is False  # reported once
     rec = registry.get("a")
     assert rec is not None
-    assert rec.sessions == 3
+    assert rec.clash
+
+    registry.on_status("a", Status(state="offline", session="s2"), now=3.0)  # s2 stops
+    assert rec.online  # s1 is still alive
+    assert not rec.clash
+
+    registry.on_status("a", Status(state="offline", session="s1"), now=4.0)
+    assert not rec.online
+
+
+def test_a_restarted_daemon_is_not_a_clash() -> None:
+    registry = Registry(stale_after_s=10.0)
+    registry.on_heartbeat("a", beat("old"), now=0.0)
+    # The old daemon was killed (its will went out with its session) and a new one started.
+    registry.on_status("a", Status(state="offline", session="old"), now=1.0)
+    registry.on_status("a", ONLINE, now=2.0)
+    assert registry.on_heartbeat("a", beat("new"), now=2.0) is False
+    # Without an offline in between, the old session's heartbeats age out of the window.
+    assert registry.on_heartbeat("a", beat("newer"), now=30.0) is False
+
+
+def test_clock_offset_keeps_the_largest_recent_sample() -> None:
+    registry = Registry()
+    registry.on_heartbeat("a", BEAT, now=0.0, offset_s=-15.3)  # 0.3 s of network delay
+    registry.on_heartbeat("a", BEAT, now=5.0, offset_s=-15.0)
+    registry.on_heartbeat("a", BEAT, now=10.0, offset_s=-15.2)
+    rec = registry.get("a")
+    assert rec is not None
+    assert rec.clock_offset_s == pytest.approx(-15.05)  # the best sample, slowly forgotten
