@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from protocol import Weights
 
-from .job import Constraints
+if TYPE_CHECKING:  # the job module imports the planners' settings
+    from .job import Constraints
+
 
 __all__ = ["JobProgress", "RoundRecord", "StopReason", "advance", "start", "stop_reason"]
 

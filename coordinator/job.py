@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import JobConfigError, StrategyError
+from .planners.settings import HYPERFL_DEFAULTS as _H
 from .strategies import Krum, Strategy, make_strategy
 
 __all__ = [
@@ -85,8 +86,9 @@ class RoundsSpec(BaseModel):
 
 class PlannerSpec(BaseModel):
     """Who trains, how much, by when. ``uniform`` is classic FedAvg sampling; ``hyperfl`` plans to
-    the constraints (see :mod:`coordinator.hyperfl`); its participants, batch size and learning rate
-    come from ``[rounds]``."""
+    the constraints (see :mod:`coordinator.planners.hyperfl`); its participants, batch size and
+    learning rate come from ``[rounds]``. Defaults are :data:`~coordinator.planners.settings.
+    HYPERFL_DEFAULTS`; this table adds only the ranges."""
 
     model_config = _Strict
     name: Literal["uniform", "hyperfl"] = "uniform"
@@ -95,20 +97,20 @@ class PlannerSpec(BaseModel):
         ge=1,
         description="fewest participants when ahead (default: rounds.participants)",
     )
-    max_participants: int = Field(default=30, ge=1)
-    max_local_epochs: float = Field(default=5.0, gt=0)
-    min_steps: int = Field(default=1, ge=1)
-    min_batch: int = Field(default=4, ge=1)
-    max_stretch: float = Field(default=5.0, ge=1)
-    safety: float = Field(default=0.8, gt=0, le=1)
-    min_deadline_s: float = Field(default=0.2, gt=0)
-    max_deadline_s: float = Field(default=60.0, gt=0)
-    explore_fraction: float = Field(default=0.2, ge=0, le=1)
-    fairness_rounds: int = Field(default=20, ge=1)
-    label_rounds: int = Field(default=5, ge=1)
-    infeasible_after: int = Field(default=2, ge=1)
-    verdict_after: int = Field(default=4, ge=2)
-    verdict_margin: float = Field(default=0.0, ge=0, lt=1)
+    max_participants: int = Field(default=_H.max_participants, ge=1)
+    max_local_epochs: float = Field(default=_H.max_local_epochs, gt=0)
+    min_steps: int = Field(default=_H.min_steps, ge=1)
+    min_batch: int = Field(default=_H.min_batch, ge=1)
+    max_stretch: float = Field(default=_H.max_stretch, ge=1)
+    safety: float = Field(default=_H.safety, gt=0, le=1)
+    min_deadline_s: float = Field(default=_H.min_deadline_s, gt=0)
+    max_deadline_s: float = Field(default=_H.max_deadline_s, gt=0)
+    explore_fraction: float = Field(default=_H.explore_fraction, ge=0, le=1)
+    fairness_rounds: int = Field(default=_H.fairness_rounds, ge=1)
+    label_rounds: int = Field(default=_H.label_rounds, ge=1)
+    infeasible_after: int = Field(default=_H.infeasible_after, ge=1)
+    verdict_after: int = Field(default=_H.verdict_after, ge=2)
+    verdict_margin: float = Field(default=_H.verdict_margin, ge=0, lt=1)
 
 
 class Constraints(BaseModel):

@@ -26,14 +26,13 @@ from .engine import JobProgress, RoundRecord, StopReason, advance, start, stop_r
 from .errors import StrategyError
 from .export import ExportReport, export_model
 from .fleet import Fleet
-from .hyperfl import HyperFLPlanner, HyperFLSettings
 from .job import JobSpec
 from .model import GlobalModel
 from .ownership import StateLock, load_epoch, save_epoch
-from .planner import Planner, RoundPlan, UniformPlanner
+from .planners import Planner, RoundPlan, make_planner
 from .strategies import ClientUpdate, Strategy, make_strategy
 
-__all__ = ["Coordinator", "JobOutcome", "make_planner"]
+__all__ = ["Coordinator", "JobOutcome"]
 
 _log = logging.getLogger(__name__)
 
@@ -324,36 +323,6 @@ class Coordinator:
         except LinkError as exc:
             _log.warning("job %s: could not publish the model reference: %s", self.spec.job_id, exc)
         return export, ref
-
-
-def make_planner(spec: JobSpec, *, model_bytes: int) -> Planner:
-    """The planner the job file names."""
-    if spec.planner.name == "uniform":
-        return UniformPlanner(spec)
-    p, r = spec.planner, spec.rounds
-    settings = HyperFLSettings(
-        participants=r.participants,
-        min_participants=min(p.min_participants or r.participants, r.participants),
-        max_participants=max(p.max_participants, r.participants),
-        batch_size=r.batch_size,
-        learning_rate=r.learning_rate,
-        max_local_epochs=p.max_local_epochs,
-        min_steps=p.min_steps,
-        min_batch=p.min_batch,
-        max_stretch=p.max_stretch,
-        safety=p.safety,
-        min_deadline_s=p.min_deadline_s,
-        max_deadline_s=min(p.max_deadline_s, r.round_timeout_s),
-        explore_fraction=p.explore_fraction,
-        fairness_rounds=p.fairness_rounds,
-        label_rounds=p.label_rounds,
-        target_accuracy=spec.constraints.target_accuracy,
-        infeasible_after=p.infeasible_after,
-        verdict_after=p.verdict_after,
-        verdict_margin=p.verdict_margin,
-        seed=spec.seed,
-    )
-    return HyperFLPlanner(settings, model_bytes=model_bytes)
 
 
 def _plain(value: Any) -> Any:

@@ -16,8 +16,8 @@ from support import make_agent, running
 
 from agent.numpy_trainer import NumpyTrainer
 from coordinator.engine import start
-from coordinator.hyperfl import HyperFLPlanner, HyperFLSettings
 from coordinator.mqtt_fleet import open_mqtt_fleet
+from coordinator.planners.hyperfl import HyperFLPlanner, HyperFLSettings
 from protocol import (
     Hello,
     Shard,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from coordinator.curve import CurveFit, LearningCurve
+from coordinator.planners.curve import CurveFit, LearningCurve
 
 LINEAR = [500.0 * i for i in range(1, 21)]  # 500 ... 10 000 examples
 

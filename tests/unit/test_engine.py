@@ -12,7 +12,7 @@ import pytest
 
 from coordinator.engine import JobProgress, RoundRecord, advance, start, stop_reason
 from coordinator.job import Constraints, JobSpec, RoundsSpec
-from coordinator.planner import UniformPlanner
+from coordinator.planners import UniformPlanner
 from coordinator.registry import AgentRecord, Registry
 from protocol import Heartbeat, Hello, Status, Weights
 

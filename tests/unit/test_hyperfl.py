@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from coordinator.curve import LearningCurve
 from coordinator.engine import JobProgress, RoundRecord, start
 from coordinator.fleet import RoundReplies
-from coordinator.hyperfl import HyperFLPlanner, HyperFLSettings, _work
-from coordinator.planner import RoundPlan, agent_seed
-from coordinator.profiles import AgentProfile
+from coordinator.planners.base import RoundPlan, agent_seed
+from coordinator.planners.curve import LearningCurve
+from coordinator.planners.hyperfl import HyperFLPlanner, HyperFLSettings, _work
+from coordinator.planners.profiles import AgentProfile
 from coordinator.registry import AgentRecord
 from protocol import Hello, TrainRes, Weights
 

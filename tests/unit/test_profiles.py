@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from coordinator.profiles import ProfileBook
+from coordinator.planners.profiles import ProfileBook
 from protocol import Hello
 
 MODEL_BYTES = 1_000_000

@@ -13,7 +13,7 @@ Each round it
    ``fairness_rounds`` rounds and, for every label that no participant has trained for
    ``label_rounds`` rounds, the agent holding most of it — stretching the deadline just enough
    for them;
-3. **paces the job.** A learning-curve model (:mod:`coordinator.curve`) predicts the compute, and
+3. **paces the job.** A learning-curve model (:mod:`coordinator.planners.curve`) predicts the compute, and
    from the measured throughput the time, still needed to reach the target. Ahead of schedule it
    asks fewer agents (less agent-time and fewer bytes); behind, more. When even the optimistic
    curve says the target cannot be met within the budget for ``infeasible_after`` rounds running,
@@ -28,53 +28,19 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from protocol import TrainConfig
 
+from ..engine import JobProgress, RoundRecord
+from ..fleet import RoundReplies
+from ..registry import AgentRecord
+from .base import Prediction, RoundPlan, agent_seed
 from .curve import LearningCurve
-from .engine import JobProgress, RoundRecord
-from .fleet import RoundReplies
-from .planner import Prediction, RoundPlan, agent_seed
 from .profiles import AgentProfile, ProfileBook
-from .registry import AgentRecord
+from .settings import HyperFLSettings
 
 __all__ = ["HyperFLPlanner", "HyperFLSettings"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HyperFLSettings:
-    participants: int = 10
-    """Participants of the first rounds; the pace controller moves it within the bounds below."""
-    min_participants: int = 3
-    max_participants: int = 30
-    batch_size: int = 16
-    learning_rate: float = 0.1
-    max_local_epochs: float = 5.0
-    """Most local work per round, in passes over the agent's own data (limits client drift)."""
-    min_steps: int = 1
-    min_batch: int = 4
-    """Smallest batch an agent that cannot finish a whole one in time may be given."""
-    max_stretch: float = 5.0
-    """Most a fairness round's deadline may exceed the chosen one, as a factor."""
-    safety: float = 0.8
-    """Share of the deadline that work is sized to fill; the rest absorbs noise."""
-    min_deadline_s: float = 0.2
-    max_deadline_s: float = 60.0
-    explore_fraction: float = 0.2
-    fairness_rounds: int = 20
-    label_rounds: int = 5
-    max_forced_fraction: float = 0.34
-    target_accuracy: float = 0.9
-    infeasible_after: int = 2
-    """Consecutive rounds the prediction must say "out of reach" before the job is told."""
-    verdict_after: int = 4
-    verdict_margin: float = 0.0
-    """When positive, a verdict also needs the optimistic accuracy at the end of the budget at full
-    pace to fall this far below the target: fewer false alarms, later or missed true ones."""
-    """Rounds of learning curve needed before any verdict on feasibility."""
-    seed: int = 0
 
 
 def _work(p: AgentProfile, deadline: float, s: HyperFLSettings, cap: int) -> tuple[int, int]:
