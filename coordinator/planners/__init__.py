@@ -42,9 +42,7 @@ def make_planner(spec: JobSpec, *, model_bytes: int) -> Planner:
         for f in dataclasses.fields(HyperFLSettings)
         if f.name in type(p).model_fields
     }
-    settings = dataclasses.replace(
-        HYPERFL_DEFAULTS,
-        **from_table,
+    fixed = dict(
         participants=r.participants,
         min_participants=min(p.min_participants or r.participants, r.participants),
         max_participants=max(p.max_participants, r.participants),
@@ -54,4 +52,5 @@ def make_planner(spec: JobSpec, *, model_bytes: int) -> Planner:
         target_accuracy=spec.constraints.target_accuracy,
         seed=spec.seed,
     )
+    settings = dataclasses.replace(HYPERFL_DEFAULTS, **{**from_table, **fixed})
     return HyperFLPlanner(settings, model_bytes=model_bytes)

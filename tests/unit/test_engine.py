@@ -450,3 +450,22 @@ def test_clock_offset_keeps_the_largest_recent_sample() -> None:
     rec = registry.get("a")
     assert rec is not None
     assert rec.clock_offset_s == pytest.approx(-15.05)  # the best sample, slowly forgotten
+
+
+def test_make_planner_maps_the_planner_table_by_name_and_rounds_override_it() -> None:
+    from coordinator.planners import HYPERFL_DEFAULTS, HyperFLPlanner, make_planner
+
+    spec = job_spec(participants=6)
+    spec = spec.model_copy(
+        update={
+            "planner": spec.planner.model_copy(
+                update={"name": "hyperfl", "min_participants": 2, "safety": 0.5}
+            )
+        }
+    )
+    planner = make_planner(spec, model_bytes=1000)
+    assert isinstance(planner, HyperFLPlanner)
+    s = planner.s
+    assert (s.participants, s.min_participants, s.safety) == (6, 2, 0.5)
+    assert s.fairness_rounds == HYPERFL_DEFAULTS.fairness_rounds  # untouched: the one default
+    assert s.target_accuracy == spec.constraints.target_accuracy
