@@ -377,13 +377,12 @@ class Agent:
             )
         nbytes = sum(w.nbytes for w in ins.weights)
         await self._emu.download(nbytes)
-        weights = list(ins.weights)
         config = self._emu.plan_work(
             ins.config, self._num_examples, deadline_mono - time.monotonic(), nbytes
         )
         started = time.monotonic()
         fit = await asyncio.to_thread(
-            self._trainer.fit, ins.model, weights, config, stop_at=deadline_mono
+            self._trainer.fit, ins.model, ins.weights, config, stop_at=deadline_mono
         )
         real_s = time.monotonic() - started
         dropped = not await self._emu.compute(fit.num_examples, real_s)
@@ -397,7 +396,7 @@ class Agent:
             return Failure(code="diverged", reason=f"training diverged (loss {fit.loss})")
         await self._emu.upload(sum(w.nbytes for w in fit.weights))
         return TrainRes(
-            weights=tuple(fit.weights),
+            weights=fit.weights,
             num_examples=fit.num_examples,
             steps=fit.steps,
             loss=fit.loss,

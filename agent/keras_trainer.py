@@ -9,9 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from protocol import Shard, TrainConfig
+from protocol import Shard, TrainConfig, Weights
 
 from .errors import TrainingError
 from .trainer import EvalResult, FitResult, batch_schedule, score_probabilities
@@ -72,14 +71,14 @@ class KerasTrainer:
                 self._cache[key] = _Compiled(model_json)
             return self._cache[key]
 
-    def _load(self, c: _Compiled, weights: list[npt.NDArray[Any]]) -> None:
+    def _load(self, c: _Compiled, weights: Weights) -> None:
         try:
-            c.model.set_weights(weights)
+            c.model.set_weights(list(weights))
         except ValueError as exc:
             raise TrainingError(f"weights do not fit the model: {exc}") from exc
 
     def fit(
-        self, model: str, weights: list[npt.NDArray[Any]], config: TrainConfig, *, stop_at: float
+        self, model: str, weights: Weights, config: TrainConfig, *, stop_at: float
     ) -> FitResult:
         import tensorflow as tf
 
@@ -95,14 +94,14 @@ class KerasTrainer:
             steps += 1
             seen += len(yb)
         return FitResult(
-            weights=[np.asarray(w, dtype=np.float32) for w in c.model.get_weights()],
+            weights=tuple(np.asarray(w, dtype=np.float32) for w in c.model.get_weights()),
             steps=steps,
             num_examples=seen,
             loss=total / steps if steps else float("nan"),
             train_s=time.perf_counter() - started,
         )
 
-    def evaluate(self, model: str, weights: list[npt.NDArray[Any]]) -> EvalResult:
+    def evaluate(self, model: str, weights: Weights) -> EvalResult:
         c = self._compiled(model)
         self._load(c, weights)
         if len(self._shard) == 0:

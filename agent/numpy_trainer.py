@@ -13,12 +13,11 @@ import functools
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from protocol import Shard, TrainConfig
+from protocol import Shard, TrainConfig, Weights
 
 from .errors import TrainingError
 from .trainer import EvalResult, FitResult, batch_schedule, score_probabilities
@@ -104,7 +103,7 @@ def _act_grad(name: str, a: Array) -> Array:
 
 
 class _Net:
-    def __init__(self, spec: DenseSpec, weights: list[npt.NDArray[Any]]) -> None:
+    def __init__(self, spec: DenseSpec, weights: Weights) -> None:
         self.spec = spec
         self.kernels: list[Array] = []
         self.biases: list[Array | None] = []
@@ -191,7 +190,7 @@ class NumpyTrainer:
         self._shard = shard
 
     def fit(
-        self, model: str, weights: list[npt.NDArray[Any]], config: TrainConfig, *, stop_at: float
+        self, model: str, weights: Weights, config: TrainConfig, *, stop_at: float
     ) -> FitResult:
         net = _Net(parse_dense_model(model), weights)
         anchor = net.weights()
@@ -202,14 +201,14 @@ class NumpyTrainer:
             steps += 1
             seen += len(yb)
         return FitResult(
-            weights=net.weights(),
+            weights=tuple(net.weights()),
             steps=steps,
             num_examples=seen,
             loss=total / steps if steps else float("nan"),
             train_s=time.perf_counter() - started,
         )
 
-    def evaluate(self, model: str, weights: list[npt.NDArray[Any]]) -> EvalResult:
+    def evaluate(self, model: str, weights: Weights) -> EvalResult:
         net = _Net(parse_dense_model(model), weights)
         if len(self._shard) == 0:
             return score_probabilities(np.zeros((0, 1)), self._shard.y)

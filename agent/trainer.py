@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from protocol import Shard, TrainConfig
+from protocol import Shard, TrainConfig, Weights
 
 __all__ = [
     "EvalResult",
@@ -31,7 +31,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FitResult:
-    weights: list[npt.NDArray[np.float32]]
+    weights: Weights
+    """float32, one array per model tensor (:data:`protocol.Weights`)."""
     steps: int
     num_examples: int
     """Examples processed (steps × batch, the last batch of an epoch may be short)."""
@@ -53,7 +54,7 @@ class Trainer(Protocol):
     def fit(
         self,
         model: str,
-        weights: list[npt.NDArray[Any]],
+        weights: Weights,
         config: TrainConfig,
         *,
         stop_at: float,
@@ -62,7 +63,7 @@ class Trainer(Protocol):
         reaches ``stop_at``, whichever is first."""
         ...
 
-    def evaluate(self, model: str, weights: list[npt.NDArray[Any]]) -> EvalResult: ...
+    def evaluate(self, model: str, weights: Weights) -> EvalResult: ...
 
 
 def planned_steps(config: TrainConfig, num_examples: int) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from link import atomic_write_bytes
+from protocol import Weights
 
 from .engine import JobProgress, RoundRecord
 from .errors import CheckpointError, JobStateConflict
@@ -98,7 +99,7 @@ CREATE TABLE IF NOT EXISTS rounds (
 class Checkpoint:
     progress: JobProgress
     spec: dict[str, Any]
-    strategy_state: dict[str, list[npt.NDArray[Any]]]
+    strategy_state: dict[str, Weights]
 
 
 class CheckpointStore:
@@ -119,7 +120,7 @@ class CheckpointStore:
         progress: JobProgress,
         *,
         spec: dict[str, Any],
-        strategy_state: dict[str, list[npt.NDArray[Any]]],
+        strategy_state: Mapping[str, Weights],
     ) -> Path:
         job_dir = self.state_dir / progress.job_id
         name = f"round-{progress.round:06d}.npz"
@@ -271,12 +272,8 @@ class CheckpointStore:
             RuntimeError,
         ) as exc:
             raise CheckpointError(f"cannot load the checkpoint of job {job_id}: {exc}") from exc
-        strategy_state: dict[str, list[npt.NDArray[Any]]] = {}
-        for key in sorted(k for k in arrays if k.startswith("strategy/")):
-            _, name, _ = key.split("/")
-            strategy_state.setdefault(name, [])
-        for name, values in strategy_state.items():
-            values.extend(_series(arrays, f"strategy/{name}"))
+        names = sorted({k.split("/")[1] for k in arrays if k.startswith("strategy/")})
+        strategy_state = {name: tuple(_series(arrays, f"strategy/{name}")) for name in names}
         progress = JobProgress(
             job_id=job_id,
             weights=tuple(_series(arrays, "weights")),

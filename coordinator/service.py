@@ -153,7 +153,7 @@ class Coordinator:
 
     async def _rounds(self, model: GlobalModel, progress: JobProgress) -> JobProgress:
         if progress.round == 0:
-            self.strategy.initialize([np.asarray(w) for w in progress.weights])
+            self.strategy.initialize(progress.weights)
         while stop_reason(progress, self.spec.constraints) is None:
             budget_left = self.spec.constraints.time_budget_s - self._elapsed()
             plan = self.planner.plan(
@@ -203,12 +203,12 @@ class Coordinator:
                 new = await asyncio.to_thread(
                     self.strategy.aggregate_train,
                     rnd,
-                    [np.asarray(w) for w in progress.weights],
+                    progress.weights,
                     updates,
                     sorted(replies.failures),
                 )
                 if all(np.isfinite(w).all() for w in new):
-                    weights = tuple(new)
+                    weights = new
                 else:
                     note = "aggregate is not finite; kept the previous model"
             except StrategyError as exc:

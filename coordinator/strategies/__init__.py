@@ -24,7 +24,7 @@ import inspect
 import math
 
 from coordinator.errors import StrategyError
-from coordinator.strategies.base import ClientUpdate, Strategy, Weights
+from coordinator.strategies.base import ClientUpdate, Strategy
 from coordinator.strategies.fedadam import FedAdam
 from coordinator.strategies.fedavg import FedAvg
 from coordinator.strategies.fedbuff import FedBuff
@@ -34,6 +34,7 @@ from coordinator.strategies.fedprox import FedProx
 from coordinator.strategies.fedyogi import FedYogi
 from coordinator.strategies.krum import Krum
 from coordinator.strategies.trimmed_mean import TrimmedMean
+from protocol import Weights
 
 __all__ = [
     "ClientUpdate",

@@ -5,7 +5,8 @@ Vocabulary follows Flower (``aggregate_train``, ``server_round``, ``results`` ap
 optimiser keeps between rounds (FedAdam's moments), exposed through :meth:`Strategy.state` and
 :meth:`Strategy.restore` so a round can be checkpointed and resumed.
 
-The helpers at the bottom are shared by the implementations in this package; they compute in
+Weights are :data:`protocol.Weights` end to end (a tuple of arrays, as they arrive and leave on
+the wire). The helpers at the bottom are shared by the implementations in this package; they compute in
 float64 and hand back float32, the dtype of a Keras model's ``get_weights()``.
 """
 
@@ -19,10 +20,9 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.errors import StrategyError
+from protocol import Weights
 
-Weights = list[npt.NDArray[np.float32]]
-"""One array per model tensor, in the order of Keras ``model.get_weights()``."""
+from ..errors import StrategyError
 
 Layers = list[npt.NDArray[np.float64]]
 """Weights widened to float64 while a strategy computes."""
@@ -33,7 +33,7 @@ class ClientUpdate:
     """One agent's reply to a training instruction, as a strategy sees it."""
 
     agent_id: str
-    weights: Sequence[npt.NDArray[np.floating[Any]]]
+    weights: Weights
     num_examples: int
     loss: float
     staleness: int = 0
@@ -71,7 +71,7 @@ class Strategy(ABC):
         """Server-side state to checkpoint; empty for stateless rules."""
         return {}
 
-    def restore(self, state: Mapping[str, Sequence[npt.NDArray[np.floating[Any]]]]) -> None:
+    def restore(self, state: Mapping[str, Weights]) -> None:
         """Load what :meth:`state` returned. A stateless rule accepts only an empty state."""
         if state:
             raise StrategyError(f"{self.name} keeps no state, got keys {sorted(state)}")
@@ -106,7 +106,7 @@ def widen(arrays: Sequence[npt.NDArray[np.floating[Any]]]) -> Layers:
 
 def narrow(arrays: Sequence[npt.NDArray[np.floating[Any]]]) -> Weights:
     """Copy ``arrays`` as float32, the dtype of the model."""
-    return [np.array(array, dtype=np.float32) for array in arrays]
+    return tuple(np.array(array, dtype=np.float32) for array in arrays)
 
 
 def stack_layer(results: Sequence[ClientUpdate], index: int) -> npt.NDArray[np.float64]:

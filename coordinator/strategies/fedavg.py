@@ -14,11 +14,11 @@ from coordinator.strategies.base import (
     ClientUpdate,
     Layers,
     Strategy,
-    Weights,
     check_updates,
     narrow,
     weighted_mean,
 )
+from protocol import Weights
 
 
 def fedavg(current: Weights, results: Sequence[ClientUpdate]) -> Layers:

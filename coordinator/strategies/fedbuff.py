@@ -23,12 +23,12 @@ from coordinator.errors import StrategyError
 from coordinator.strategies.base import (
     ClientUpdate,
     Strategy,
-    Weights,
     check_updates,
     narrow,
     weighted_mean,
     widen,
 )
+from protocol import Weights
 
 
 def staleness_weight(update: ClientUpdate) -> float:

@@ -13,7 +13,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from coordinator.strategies.base import ClientUpdate, Strategy, Weights, check_updates, stack_layer
+from coordinator.strategies.base import ClientUpdate, Strategy, check_updates, stack_layer
+from protocol import Weights
 
 
 class FedMedian(Strategy):
@@ -29,7 +30,7 @@ class FedMedian(Strategy):
         failures: Sequence[str],
     ) -> Weights:
         check_updates(current, results)
-        return [
+        return tuple(
             np.median(stack_layer(results, index), axis=0).astype(np.float32)
             for index in range(len(current))
-        ]
+        )

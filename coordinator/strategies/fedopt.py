@@ -28,8 +28,9 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.errors import StrategyError
-from coordinator.strategies.base import ClientUpdate, Strategy, Weights, narrow, widen
+from coordinator.strategies.base import ClientUpdate, Strategy, narrow, widen
 from coordinator.strategies.fedavg import fedavg
+from protocol import Weights
 
 
 class FedOpt(Strategy):
@@ -55,8 +56,8 @@ class FedOpt(Strategy):
         """The next ``v`` from the previous one and the squared pseudo-gradient."""
 
     def initialize(self, weights: Weights) -> None:
-        self._m = [np.zeros_like(w, dtype=np.float32) for w in weights]
-        self._v = [np.zeros_like(w, dtype=np.float32) for w in weights]
+        self._m = tuple(np.zeros_like(w, dtype=np.float32) for w in weights)
+        self._v = tuple(np.zeros_like(w, dtype=np.float32) for w in weights)
 
     def aggregate_train(
         self,
@@ -67,9 +68,9 @@ class FedOpt(Strategy):
     ) -> Weights:
         average = fedavg(current, results)
         m_prev, v_prev = self._moments(current)
-        new: Weights = []
-        moments_m: Weights = []
-        moments_v: Weights = []
+        new: list[npt.NDArray[np.float32]] = []
+        moments_m: list[npt.NDArray[np.float32]] = []
+        moments_v: list[npt.NDArray[np.float32]] = []
         for now, avg, m_old, v_old in zip(widen(current), average, m_prev, v_prev, strict=True):
             delta = avg - now
             m = self.beta_1 * m_old.astype(np.float64) + (1 - self.beta_1) * delta
@@ -85,8 +86,8 @@ class FedOpt(Strategy):
                 f"{self.name} server optimiser state would not be finite in round "
                 f"{server_round}; kept the previous state and model"
             )
-        self._m, self._v = moments_m, moments_v
-        return new
+        self._m, self._v = tuple(moments_m), tuple(moments_v)
+        return tuple(new)
 
     def _moments(self, current: Weights) -> tuple[Weights, Weights]:
         """``(m, v)``, zeros on first use; refuses moments that do not fit ``current``."""

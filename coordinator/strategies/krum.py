@@ -25,11 +25,11 @@ from coordinator.errors import InsufficientUpdates, StrategyError
 from coordinator.strategies.base import (
     ClientUpdate,
     Strategy,
-    Weights,
     check_updates,
     narrow,
     weighted_mean,
 )
+from protocol import Weights
 
 logger = logging.getLogger(__name__)
 

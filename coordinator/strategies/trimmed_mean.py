@@ -15,7 +15,8 @@ from typing import ClassVar
 import numpy as np
 
 from coordinator.errors import StrategyError
-from coordinator.strategies.base import ClientUpdate, Strategy, Weights, check_updates, stack_layer
+from coordinator.strategies.base import ClientUpdate, Strategy, check_updates, stack_layer
+from protocol import Weights
 
 # beta * n computed in binary floating point can land just under a whole number
 # (0.29 * 100 == 28.999999999999996); this slack makes floor() see the 29 that was meant.
@@ -46,9 +47,9 @@ class TrimmedMean(Strategy):
         check_updates(current, results)
         n = len(results)
         cut = self.trimmed_per_end(n)
-        return [
+        return tuple(
             np.sort(stack_layer(results, index), axis=0)[cut : n - cut]
             .mean(axis=0, dtype=np.float64)
             .astype(np.float32)
             for index in range(len(current))
-        ]
+        )
