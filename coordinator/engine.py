@@ -1,26 +1,64 @@
 """The round engine's state and its transitions, as pure functions.
 
-A job's :class:`JobProgress` moves one round at a time: ``progress = advance(progress, record,
-weights, evaluation)`` (the TFF ``state, output = next(state, inputs)`` shape). Nothing here does
-I/O, so a restarted coordinator resumes from a checkpointed ``JobProgress`` exactly.
+A job's :class:`JobProgress` moves one round at a time (the TFF ``state, output = next(state,
+inputs)`` shape)::
+
+    progress, record = close_round(progress, round_no=..., replies=..., aggregate=..., ...)
+    progress, message = verdict(progress, feasible=..., accuracy_at_budget=..., constraints=...)
+    reason = stop_reason(progress, constraints)          # None: run another round
+
+:func:`close_round` holds every decision of a round's end: the minimum-results gate, a strategy's
+refusal or a non-finite aggregate (the model stays; the note says why), the evaluation, the
+record and the best model so far. The model's numerics come in as functions (``aggregate``,
+``evaluate``), so the step runs in a worker thread and unit tests pass plain ones. Nothing here
+does I/O, so a restarted coordinator resumes from a checkpointed ``JobProgress`` exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
 
 from protocol import Weights
+
+from .errors import StrategyError
+from .fleet import RoundReplies
+from .strategies import ClientUpdate
 
 if TYPE_CHECKING:  # the job module imports the planners' settings
     from .job import Constraints
 
 
-__all__ = ["JobProgress", "RoundRecord", "StopReason", "advance", "start", "stop_reason"]
+__all__ = [
+    "JobProgress",
+    "RoundRecord",
+    "Scores",
+    "StopReason",
+    "advance",
+    "close_round",
+    "empty_rounds",
+    "start",
+    "stop_reason",
+    "verdict",
+]
 
-StopReason = Literal["reached", "time_budget", "max_rounds", "max_bytes", "infeasible"]
+StopReason = Literal[
+    "reached", "time_budget", "max_rounds", "max_bytes", "infeasible", "no_results"
+]
+
+
+class Scores(Protocol):
+    """What evaluating a model on the holdout gives (``GlobalModel.evaluate``)."""
+
+    @property
+    def accuracy(self) -> float: ...
+
+    @property
+    def loss(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +112,9 @@ class JobProgress:
     infeasible_at_s: float | None = None
     """Job time at which the planner declared the target out of reach (``None``: never)."""
     history: tuple[RoundRecord, ...] = ()
+    resumed_at: int = 0
+    """The round this coordinator run resumed after (0 for a fresh start); not checkpointed.
+    Empty rounds before it do not count towards ``no_results``: a restart tries again."""
 
 
 def start(job_id: str, weights: Weights, *, accuracy: float = 0.0) -> JobProgress:
@@ -108,10 +149,103 @@ def advance(progress: JobProgress, record: RoundRecord, weights: Weights) -> Job
     )
 
 
+def close_round(
+    progress: JobProgress,
+    *,
+    round_no: int,
+    participants: tuple[str, ...],
+    min_results: int,
+    replies: RoundReplies,
+    aggregate: Callable[[Sequence[ClientUpdate], Sequence[str]], Weights],
+    evaluate: Callable[[Weights], Scores],
+    started_s: float,
+    elapsed: Callable[[], float],
+    plan_info: Mapping[str, Any] | None = None,
+) -> tuple[JobProgress, RoundRecord]:
+    """End round ``round_no``: gate, aggregate, evaluate, record; return the job after it.
+
+    ``aggregate(updates, failed_agent_ids)`` is the strategy's rule (it may raise
+    :class:`~coordinator.errors.StrategyError`); ``evaluate(weights)`` scores a model on the
+    holdout; ``elapsed()`` reads the job clock in seconds (the round's duration runs from
+    ``started_s`` to after the evaluation). With fewer than ``min_results`` results, a refusal
+    or a non-finite aggregate, the model stays as it was and the record's ``note`` says why.
+    """
+    updates = [
+        ClientUpdate(agent_id=a, weights=r.weights, num_examples=r.num_examples, loss=r.loss)
+        for a, r in sorted(replies.results.items())
+    ]
+    weights, note = progress.weights, ""
+    if len(updates) < min_results:
+        note = f"{len(updates)} results, fewer than {min_results}; kept the previous model"
+    else:
+        try:
+            new = aggregate(updates, sorted(replies.failures))
+        except StrategyError as exc:
+            note = f"strategy refused: {exc}; kept the previous model"
+        else:
+            if all(np.isfinite(w).all() for w in new):
+                weights = new
+            else:
+                note = "aggregate is not finite; kept the previous model"
+    scores = evaluate(weights)
+    duration = elapsed() - started_s
+    aggregated = weights is not progress.weights
+    record = RoundRecord(
+        round=round_no,
+        started_s=started_s,
+        duration_s=duration,
+        participants=participants,
+        results=len(updates),
+        failures=dict(replies.failures),
+        accuracy=scores.accuracy,
+        loss=scores.loss,
+        aggregated=aggregated,
+        bytes_moved=replies.bytes_sent + replies.bytes_received,
+        agent_seconds=sum(replies.reply_s.values()) + duration * len(replies.failures),
+        examples=sum(u.num_examples for u in updates) if aggregated else 0,
+        note=note,
+        plan=dict(plan_info or {}),
+    )
+    return advance(progress, record, weights), record
+
+
+def verdict(
+    progress: JobProgress,
+    *,
+    feasible: bool | None,
+    accuracy_at_budget: float | None,
+    constraints: Constraints,
+) -> tuple[JobProgress, str]:
+    """Record the planner's first "out of reach" verdict; return the job and the message for
+    monitors ("" when there is nothing new to say). With ``on_infeasible = "stop"``,
+    :func:`stop_reason` then ends the job."""
+    if feasible is not False or progress.infeasible_at_s is not None:
+        return progress, ""
+    at_budget = "unknown" if accuracy_at_budget is None else f"{accuracy_at_budget:.4f}"
+    message = (
+        f"target {constraints.target_accuracy} looks unreachable within the "
+        f"{constraints.time_budget_s:.0f}s budget: predicted accuracy at the end of the budget "
+        f"{at_budget}; " + ("stopping" if constraints.on_infeasible == "stop" else "continuing")
+    )
+    return dataclasses.replace(progress, infeasible_at_s=progress.elapsed_s), message
+
+
+def empty_rounds(progress: JobProgress) -> int:
+    """Rounds in a row, up to the latest and since this run resumed, that brought no result."""
+    count = 0
+    for record in reversed(progress.history):
+        if record.results or record.round <= progress.resumed_at:
+            break
+        count += 1
+    return count
+
+
 def stop_reason(progress: JobProgress, constraints: Constraints) -> StopReason | None:
     """Why the job must stop now, or ``None`` to run another round."""
     if progress.best_accuracy >= constraints.target_accuracy:
         return "reached"
+    if empty_rounds(progress) >= constraints.max_empty_rounds:
+        return "no_results"
     if progress.infeasible_at_s is not None and constraints.on_infeasible == "stop":
         return "infeasible"
     if progress.elapsed_s >= constraints.time_budget_s:

@@ -120,6 +120,11 @@ class Constraints(BaseModel):
     max_rounds: int | None = Field(default=None, ge=1)
     max_bytes: int | None = Field(default=None, ge=1)
     on_infeasible: Literal["continue", "stop"] = "continue"
+    max_empty_rounds: int = Field(
+        default=10,
+        ge=1,
+        description="rounds in a row with no result at all that stop the job (reason no_results)",
+    )
 
 
 class JobSpec(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -22,15 +23,14 @@ from link import LinkError
 from protocol import JobState, ModelRef, Shard, TrainIns
 
 from .checkpoint import CheckpointStore
-from .engine import JobProgress, RoundRecord, StopReason, advance, start, stop_reason
-from .errors import StrategyError
+from .engine import JobProgress, StopReason, close_round, start, stop_reason, verdict
 from .export import ExportReport, export_model
 from .fleet import Fleet
 from .job import JobSpec
 from .model import GlobalModel
 from .ownership import StateLock, load_epoch, save_epoch
 from .planners import Planner, RoundPlan, make_planner
-from .strategies import ClientUpdate, Strategy, make_strategy
+from .strategies import Strategy, make_strategy
 
 __all__ = ["Coordinator", "JobOutcome"]
 
@@ -140,7 +140,7 @@ class Coordinator:
             checkpoint.progress.elapsed_s,
         )
         self.strategy.restore(checkpoint.strategy_state)
-        progress = checkpoint.progress
+        progress = dataclasses.replace(checkpoint.progress, resumed_at=checkpoint.progress.round)
         if stop_reason(progress, self.spec.constraints) is None:
             # Ended earlier under other limits (say, a lower max_rounds): the job goes on.
             progress = dataclasses.replace(progress, status="running")
@@ -193,72 +193,40 @@ class Coordinator:
             quorum=plan.quorum,
             timeout_s=plan.timeout_s,
         )
-        weights, note = progress.weights, ""
-        updates = [
-            ClientUpdate(agent_id=a, weights=r.weights, num_examples=r.num_examples, loss=r.loss)
-            for a, r in sorted(replies.results.items())
-        ]
-        if len(updates) >= plan.min_results:
-            try:
-                new = await asyncio.to_thread(
-                    self.strategy.aggregate_train,
-                    rnd,
-                    progress.weights,
-                    updates,
-                    sorted(replies.failures),
-                )
-                if all(np.isfinite(w).all() for w in new):
-                    weights = new
-                else:
-                    note = "aggregate is not finite; kept the previous model"
-            except StrategyError as exc:
-                note = f"strategy refused: {exc}; kept the previous model"
-        else:
-            note = f"{len(updates)} results, fewer than {plan.min_results}; kept the previous model"
-        evaluation = await asyncio.to_thread(model.evaluate, weights)
-        duration = self._elapsed() - started
-        record = RoundRecord(
-            round=rnd,
-            started_s=started,
-            duration_s=duration,
+        progress, record = await asyncio.to_thread(
+            close_round,
+            progress,
+            round_no=rnd,
             participants=plan.participants,
-            results=len(updates),
-            failures=dict(replies.failures),
-            accuracy=evaluation.accuracy,
-            loss=evaluation.loss,
-            aggregated=weights is not progress.weights,
-            bytes_moved=replies.bytes_sent + replies.bytes_received,
-            agent_seconds=sum(replies.reply_s.values()) + duration * len(replies.failures),
-            examples=sum(r.num_examples for r in replies.results.values())
-            if weights is not progress.weights
-            else 0,
-            note=note,
-            plan=dict(plan.info),
+            min_results=plan.min_results,
+            replies=replies,
+            aggregate=functools.partial(self.strategy.aggregate_train, rnd, progress.weights),
+            evaluate=model.evaluate,
+            started_s=started,
+            elapsed=self._elapsed,
+            plan_info=plan.info,
         )
-        progress = advance(progress, record, weights)
         self.planner.observe(plan, replies, record)
         prediction = self.planner.prediction()
-        message = ""
-        if prediction.feasible is False and progress.infeasible_at_s is None:
-            progress = dataclasses.replace(progress, infeasible_at_s=progress.elapsed_s)
-            message = (
-                f"target {self.spec.constraints.target_accuracy} looks unreachable within the "
-                f"{self.spec.constraints.time_budget_s:.0f}s budget: predicted accuracy at the end of "
-                f"the budget {prediction.accuracy_at_budget:.4f}; "
-                + ("stopping" if self.spec.constraints.on_infeasible == "stop" else "continuing")
-            )
+        progress, message = verdict(
+            progress,
+            feasible=prediction.feasible,
+            accuracy_at_budget=prediction.accuracy_at_budget,
+            constraints=self.spec.constraints,
+        )
+        if message:
             _log.warning("job %s round %d: %s", self.spec.job_id, rnd, message)
         await asyncio.to_thread(self._save, progress)
         _log.info(
             "job %s round %d: accuracy %.4f (best %.4f), %d/%d results, %.1fs%s",
             self.spec.job_id,
             rnd,
-            evaluation.accuracy,
+            record.accuracy,
             progress.best_accuracy,
-            len(updates),
+            record.results,
             len(plan.participants),
-            duration,
-            f" ({note})" if note else "",
+            record.duration_s,
+            f" ({record.note})" if record.note else "",
         )
         await self._publish(progress, message=message)
         return progress
@@ -340,6 +308,14 @@ def _describe(reason: StopReason, progress: JobProgress, spec: JobSpec) -> str:
     target = spec.constraints.target_accuracy
     if reason == "reached":
         return f"reached {progress.best_accuracy:.4f} >= {target} in round {progress.best_round}"
+    if reason == "no_results":
+        last = progress.history[-1] if progress.history else None
+        why = sorted({f.split(":")[0] for f in last.failures.values()}) if last else []
+        return (
+            f"stopped: {spec.constraints.max_empty_rounds} rounds in a row brought no result "
+            f"(last round's failures: {', '.join(why) or 'none'}); check the agents' logs, their "
+            "clocks and versions, then start the job again to resume it"
+        )
     return (
         f"stopped ({reason.replace('_', ' ')}) at best accuracy {progress.best_accuracy:.4f} "
         f"of target {target} after {progress.round} rounds and {progress.elapsed_s:.1f}s"

@@ -469,3 +469,133 @@ def test_make_planner_maps_the_planner_table_by_name_and_rounds_override_it() ->
     assert (s.participants, s.min_participants, s.safety) == (6, 2, 0.5)
     assert s.fairness_rounds == HYPERFL_DEFAULTS.fairness_rounds  # untouched: the one default
     assert s.target_accuracy == spec.constraints.target_accuracy
+
+
+# --- close_round, verdict, no_results ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    accuracy: float
+    loss: float
+
+
+def replies_with(results: dict[str, float], failures: dict[str, str] | None = None) -> Any:
+    from coordinator.fleet import RoundReplies
+    from protocol import TrainRes
+
+    out = RoundReplies(failures=dict(failures or {}), bytes_sent=10, bytes_received=20)
+    for agent_id, value in results.items():
+        out.results[agent_id] = TrainRes(
+            weights=weights(value), num_examples=5, steps=1, loss=0.5, train_s=0.1
+        )
+        out.reply_s[agent_id] = 1.0
+    return out
+
+
+def close(
+    progress: JobProgress,
+    replies: Any,
+    *,
+    min_results: int = 1,
+    aggregate: Any = None,
+) -> tuple[JobProgress, RoundRecord]:
+    from coordinator.engine import close_round
+
+    def mean(updates: Any, failed: Any) -> Weights:
+        return tuple(np.mean([u.weights[i] for u in updates], axis=0) for i in range(2))
+
+    return close_round(
+        progress,
+        round_no=progress.round + 1,
+        participants=("a", "b", "c"),
+        min_results=min_results,
+        replies=replies,
+        aggregate=aggregate or mean,
+        evaluate=lambda w: Score(accuracy=float(w[0][0, 0]), loss=0.1),
+        started_s=10.0,
+        elapsed=lambda: 12.5,
+        plan_info={"planner": "test"},
+    )
+
+
+def test_close_round_merges_evaluates_and_records() -> None:
+    p0 = start("job", weights(0.0), accuracy=0.0)
+    p1, rec = close(p0, replies_with({"a": 0.2, "b": 0.4}, {"c": "timeout: no reply"}))
+
+    assert rec.aggregated
+    assert rec.results == 2
+    assert rec.accuracy == pytest.approx(0.3)  # the evaluation of the merged model
+    assert rec.duration_s == pytest.approx(2.5)
+    assert rec.examples == 10
+    assert rec.bytes_moved == 30
+    assert rec.agent_seconds == pytest.approx(2.0 + 2.5)  # replies + the silent one's round
+    assert rec.failures == {"c": "timeout: no reply"}
+    assert rec.note == ""
+    assert rec.plan == {"planner": "test"}
+    assert p1.round == 1
+    assert p1.best_accuracy == pytest.approx(0.3)
+    np.testing.assert_allclose(p1.weights[0], 0.3)
+
+
+def test_too_few_results_keep_the_model_with_a_note() -> None:
+    p0 = start("job", weights(0.1), accuracy=0.1)
+    p1, rec = close(p0, replies_with({"a": 0.9}), min_results=2)
+
+    assert not rec.aggregated
+    assert p1.weights is p0.weights
+    assert rec.note == "1 results, fewer than 2; kept the previous model"
+    assert rec.examples == 0
+
+
+def test_a_strategy_refusal_or_a_non_finite_aggregate_keeps_the_model() -> None:
+    from coordinator.errors import StrategyError
+
+    def refuse(updates: Any, failed: Any) -> Weights:
+        raise StrategyError("krum needs 5 updates")
+
+    p0 = start("job", weights(0.1), accuracy=0.1)
+    p1, rec = close(p0, replies_with({"a": 0.5}), aggregate=refuse)
+    assert p1.weights is p0.weights
+    assert rec.note.startswith("strategy refused: krum needs 5 updates")
+
+    p2, rec2 = close(
+        p0, replies_with({"a": 0.5}), aggregate=lambda u, f: (weights(np.inf)[0], weights(0)[1])
+    )
+    assert p2.weights is p0.weights
+    assert rec2.note == "aggregate is not finite; kept the previous model"
+
+
+def test_verdict_records_the_first_out_of_reach_once() -> None:
+    from coordinator.engine import verdict
+
+    c = constraints(on_infeasible="stop")  # type: ignore[arg-type]
+    p = progress_at()
+    same, quiet = verdict(p, feasible=None, accuracy_at_budget=None, constraints=c)
+    assert (same, quiet) == (p, "")
+
+    told, message = verdict(p, feasible=False, accuracy_at_budget=0.61, constraints=c)
+    assert told.infeasible_at_s == p.elapsed_s
+    assert "predicted accuracy at the end of the budget 0.6100; stopping" in message
+    assert stop_reason(told, c) == "infeasible"
+
+    again, silent = verdict(told, feasible=False, accuracy_at_budget=0.6, constraints=c)
+    assert (again, silent) == (told, "")
+
+
+def test_k_empty_rounds_in_a_row_stop_the_job_and_a_restart_tries_again() -> None:
+    from coordinator.engine import empty_rounds
+
+    c = constraints(max_empty_rounds=3, max_rounds=None, max_bytes=None)
+    p = start("job", weights(0.0), accuracy=0.0)
+    p, _ = close(p, replies_with({"a": 0.1}))
+    for _ in range(2):
+        p, _ = close(p, replies_with({}, {"a": "deadline_passed: late"}))
+    assert empty_rounds(p) == 2
+    assert stop_reason(p, c) is None
+    p, _ = close(p, replies_with({}, {"a": "deadline_passed: late"}))
+    assert stop_reason(p, c) == "no_results"
+
+    resumed = dataclasses.replace(p, resumed_at=p.round)
+    assert empty_rounds(resumed) == 0
+    assert stop_reason(resumed, c) is None
