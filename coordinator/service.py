@@ -128,7 +128,9 @@ class Coordinator:
         )
 
     async def _resume_or_start(self, model: GlobalModel) -> JobProgress:
-        checkpoint = await asyncio.to_thread(self.store.load, self.spec.job_id)
+        checkpoint = await asyncio.to_thread(
+            self.store.load, self.spec.job_id, spec=self.spec.model_dump(mode="json")
+        )
         if checkpoint is None:
             initial = await asyncio.to_thread(model.evaluate, model.initial_weights)
             return start(self.spec.job_id, model.initial_weights, accuracy=initial.accuracy)
@@ -268,23 +270,11 @@ class Coordinator:
         version = await asyncio.to_thread(
             self.store.next_model_version, model.spec.name, self.spec.job_id
         )
-        ref = ModelRef(
+        ref = export.model_ref(
             name=model.spec.name,
             version=version,
             job_id=self.spec.job_id,
-            format="keras",
-            url=export.keras.resolve().as_uri(),
-            sha256=export.sha256["keras"],
-            size_bytes=export.size_bytes["keras"],
-            metrics={
-                "accuracy": progress.best_accuracy,
-                "tflite_agreement": export.agreement_float,
-                "tflite_dynamic_agreement": export.agreement_dynamic,
-            },
-            variants={
-                "tflite": export.tflite_float.resolve().as_uri(),
-                "tflite_dynamic": export.tflite_dynamic.resolve().as_uri(),
-            },
+            accuracy=progress.best_accuracy,
         )
         try:
             await self.fleet.publish_model(ref)
