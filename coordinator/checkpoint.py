@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sqlite3
 import time
 import zipfile
@@ -33,11 +34,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from link import atomic_write_bytes
+from link import atomic_write_bytes, atomic_write_json
 from protocol import Weights
 
 from .engine import JobProgress, RoundRecord
 from .errors import CheckpointError, JobStateConflict
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["RESUME_KEYS", "Checkpoint", "CheckpointStore"]
 
@@ -176,6 +179,27 @@ class CheckpointStore:
             if old.name != name:
                 old.unlink(missing_ok=True)
         return job_dir / name
+
+    def save_replay_state(self, job_id: str, state: Mapping[str, Any]) -> None:
+        """Save the fleet's replay protection (recent message ids, drop counters) beside the
+        checkpoint; :class:`CheckpointError` when it cannot be written."""
+        try:
+            atomic_write_json(self.state_dir / job_id / "replay.json", dict(state), indent=None)
+        except OSError as exc:
+            raise CheckpointError(f"cannot save the replay state of job {job_id}: {exc}") from exc
+
+    def load_replay_state(self, job_id: str) -> dict[str, Any]:
+        """What :meth:`save_replay_state` wrote; ``{}`` when there is none or it is unreadable
+        (replay protection then starts afresh, which a reply's instruction id still covers)."""
+        path = self.state_dir / job_id / "replay.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            _log.warning("job %s: ignoring unreadable replay state %s: %s", job_id, path, exc)
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def next_model_version(self, name: str, job_id: str) -> int:
         """Register a new version of model ``name`` made by ``job_id``; versions start at 1."""

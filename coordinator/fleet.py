@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from protocol import (
     DEFAULT_MAX_UPDATE_NORM_RATIO,
@@ -160,6 +161,19 @@ class Fleet(ABC):
         """Send each agent its instruction; return when ``quorum`` results are in, everyone has
         answered, or ``timeout_s`` seconds of round time pass (a fleet may pause the round's
         clock while it cannot reach the agents). Late or missing replies are failures."""
+
+    def replay_state(self) -> dict[str, Any]:
+        """What must survive a coordinator restart for replay protection: recent message ids
+        and the drop counters (JSON-able). A fleet without a wire keeps nothing."""
+        return {"dropped": dict(self.dropped)}
+
+    def restore_replay_state(self, state: Mapping[str, Any]) -> None:
+        """Load what :meth:`replay_state` returned (unknown or malformed parts are ignored)."""
+        dropped = state.get("dropped")
+        if isinstance(dropped, dict):
+            for code, count in dropped.items():
+                if isinstance(code, str) and type(count) is int and count >= 0:
+                    self.dropped[code] += count
 
     async def claim(self, job_id: str, epoch: int) -> int:
         """Take ownership of ``job_id``, proposing ``epoch``; return the epoch taken (at least

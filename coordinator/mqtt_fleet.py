@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from link import AdmissionScope, Backoff, InboundGate, LinkError
 from link.mqtt import LastWill, MqttConnection, MqttSession
@@ -262,6 +263,21 @@ class MqttFleet(Fleet):
                 abs(offset),
                 "ahead of" if offset > 0 else "behind",
             )
+
+    # ------------------------------------------------------------------ restarts
+
+    REPLAY_IDS = 4096
+    """Message ids kept across a restart (a retained or duplicated reply older than these is
+    refused anyway: a reply must name an instruction of the open round)."""
+
+    def replay_state(self) -> dict[str, Any]:
+        return {**super().replay_state(), "seen": self._gate.admission.recent(self.REPLAY_IDS)}
+
+    def restore_replay_state(self, state: Mapping[str, Any]) -> None:
+        super().restore_replay_state(state)
+        seen = state.get("seen")
+        if isinstance(seen, list) and all(isinstance(i, str) for i in seen):
+            self._gate.admission.remember(seen[-self.REPLAY_IDS :])
 
     # ------------------------------------------------------------------ ownership
 

@@ -115,7 +115,7 @@ class Coordinator:
             progress = await self._rounds(model, progress)
         reason = stop_reason(progress, spec.constraints) or "time_budget"
         progress = dataclasses.replace(progress, status=reason)
-        await asyncio.to_thread(self._save, progress)
+        await self._save(progress)
         export, ref = await self._finish(model, progress)
         await self._publish(progress, message=_describe(reason, progress, spec))
         return JobOutcome(
@@ -142,16 +142,24 @@ class Coordinator:
             checkpoint.progress.elapsed_s,
         )
         self.strategy.restore(checkpoint.strategy_state)
+        replay = await asyncio.to_thread(self.store.load_replay_state, self.spec.job_id)
+        self.fleet.restore_replay_state(replay)
         progress = dataclasses.replace(checkpoint.progress, resumed_at=checkpoint.progress.round)
         if stop_reason(progress, self.spec.constraints) is None:
             # Ended earlier under other limits (say, a lower max_rounds): the job goes on.
             progress = dataclasses.replace(progress, status="running")
         return progress
 
-    def _save(self, progress: JobProgress) -> None:
-        self.store.save(
-            progress, spec=self.spec.model_dump(mode="json"), strategy_state=self.strategy.state()
-        )
+    async def _save(self, progress: JobProgress) -> None:
+        """Checkpoint, in a worker thread; the fleet's replay state is read here, on the loop."""
+        replay = self.fleet.replay_state()
+
+        def save() -> None:
+            spec = self.spec.model_dump(mode="json")
+            self.store.save(progress, spec=spec, strategy_state=self.strategy.state())
+            self.store.save_replay_state(self.spec.job_id, replay)
+
+        await asyncio.to_thread(save)
 
     async def _rounds(self, model: GlobalModel, progress: JobProgress) -> JobProgress:
         if progress.round == 0:
@@ -218,7 +226,7 @@ class Coordinator:
         )
         if message:
             _log.warning("job %s round %d: %s", self.spec.job_id, rnd, message)
-        await asyncio.to_thread(self._save, progress)
+        await self._save(progress)
         _log.info(
             "job %s round %d: accuracy %.4f (best %.4f), %d/%d results, %.1fs%s",
             self.spec.job_id,

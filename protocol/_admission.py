@@ -29,6 +29,20 @@ class Admission:
         self._window = window
         self._seen: OrderedDict[str, None] = OrderedDict()
 
+    def recent(self, count: int | None = None) -> list[str]:
+        """The newest ``count`` message ids admitted (all when ``None``), oldest first, to save
+        with a checkpoint so the duplicate window survives a restart."""
+        ids = list(self._seen)
+        return ids if count is None else ids[-count:] if count > 0 else []
+
+    def remember(self, msg_ids: list[str]) -> None:
+        """Treat ``msg_ids`` (as :meth:`recent` returned them) as seen."""
+        for msg_id in msg_ids:
+            self._seen[msg_id] = None
+            self._seen.move_to_end(msg_id)
+        while len(self._seen) > self._window:
+            self._seen.popitem(last=False)
+
     def admit(
         self, envelope: Envelope, *, job_id: str | None = None, round: int | None = None
     ) -> None:
