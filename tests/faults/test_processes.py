@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from faults.procstack import Stack
+from faults.procstack import JOB_ID, Stack
 
 pytestmark = pytest.mark.slow
 
@@ -110,12 +110,83 @@ def test_a_second_coordinator_on_a_running_job_is_refused(
     assert not (stack.tmp / "elsewhere" / "outcome.json").exists()
 
 
-def test_sigterm_stops_an_agent_that_cannot_reach_its_broker(
-    stack_factory: Callable[[int], Stack],
+@pytest.mark.parametrize("daemon", ["agent", "agents", "coordinator"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_daemon_that_cannot_reach_its_broker(
+    stack_factory: Callable[[int], Stack], daemon: str, sig: signal.Signals
 ) -> None:
-    stack = stack_factory(1)
-    nobody = stack.agent(0)  # nothing listens on the stack's port: it retries with backoff
+    stack = stack_factory(4)  # small-4's agents
+    # Nothing listens on the stack's port: each daemon sits in its reconnect loop.
+    if daemon == "agent":
+        proc = stack.agent(0)
+    elif daemon == "agents":
+        shards = str(stack.layout.shards[0].parent)
+        proc = stack.spawn(
+            "agents", "agents", "--fleet", "small-4", "--shards", shards, "--broker", stack.url
+        )
+    else:
+        proc = stack.coordinator("coordinator", stack.job(), stack.tmp / "state")
     time.sleep(4.0)
-    assert nobody.poll() is None
-    nobody.send_signal(signal.SIGTERM)
-    assert wait_exit(nobody, 10) == 0, stack.log("agent-0")
+    assert proc.poll() is None, stack.log(daemon)
+    proc.send_signal(sig)
+    assert wait_exit(proc, 10) == 0, stack.log(daemon)
+
+
+def test_the_demo_monitor_rides_out_a_broker_restart(
+    stack_factory: Callable[[int], Stack], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    import paho.mqtt.client as paho
+
+    from hyperfleet.demo import _follow
+    from protocol import JobState, encode, new_envelope
+
+    stack = stack_factory(1)
+    stack.start_broker()
+
+    def publish(rnd: int) -> None:
+        state = JobState(
+            status="running",
+            round=rnd,
+            accuracy=0.5,
+            best_accuracy=0.5,
+            target_accuracy=0.9,
+            elapsed_s=1.0,
+            time_budget_s=60.0,
+        )
+        env = new_envelope(state, sender="coordinator", job_id=JOB_ID, round=rnd)
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pub-{rnd}")
+        c.connect("127.0.0.1", stack.port)
+        c.loop_start()
+        c.publish(stack.topics.job_state(JOB_ID), encode(env), qos=1, retain=True).wait_for_publish(
+            5
+        )
+        c.loop_stop()
+        c.disconnect()
+
+    async def go() -> tuple[list[int], bool]:
+        states: list[tuple[float, JobState]] = []
+        follower = asyncio.create_task(_follow(stack.url, stack.topics, JOB_ID, states, 0.0))
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(publish, 1)
+        await asyncio.sleep(0.5)
+        stack.kill_broker()  # a blip: before the fix the monitor died here and took the demo down
+        await asyncio.sleep(1.0)
+        stack.start_broker()
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(publish, 2)
+        for _ in range(100):
+            if any(s.round == 2 for _, s in states):
+                break
+            await asyncio.sleep(0.1)
+        alive = not follower.done()
+        follower.cancel()
+        return [s.round for _, s in states], alive
+
+    rounds, alive = asyncio.run(go())
+    assert alive
+    assert 1 in rounds
+    assert 2 in rounds
+    out = capsys.readouterr().out
+    assert out.count("round   1") == 1  # each round printed once, the replay after reconnect too
