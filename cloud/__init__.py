@@ -1,1 +1,5 @@
-"""hyperfleet cloud tier: pipelines now; dynaSpark and ROMA come next (see docs/architecture.md)."""
+"""hyperfleet's cloud tier. Its parts are separate packages that never import each other:
+``cloud.pipelines`` now; ``cloud.dynaspark`` and ``cloud.roma`` next (docs/architecture.md).
+This package itself exports nothing."""
+
+__all__: list[str] = []

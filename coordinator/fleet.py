@@ -37,7 +37,7 @@ from protocol import (
 
 from .registry import Registry
 
-__all__ = ["Fleet", "InMemoryFleet", "LocalAgent", "RoundReplies", "RoundCollector"]
+__all__ = ["Fleet", "InMemoryFleet", "LocalAgent", "RoundCollector", "RoundReplies"]
 
 
 @dataclass(slots=True)

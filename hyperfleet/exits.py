@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.errors import AgentError, ConfigError
-from cloud.errors import CloudError
+from cloud.pipelines import PipelineError
 from coordinator.errors import CoordinatorError, JobConfigError
 from protocol import ProtocolError
 
@@ -51,7 +51,7 @@ EXIT_STATUSES: Mapping[type[BaseException], int] = {
     HyperfleetError: EXIT_FAILED,
     AgentError: EXIT_FAILED,
     CoordinatorError: EXIT_FAILED,
-    CloudError: EXIT_FAILED,
+    PipelineError: EXIT_FAILED,
     ProtocolError: EXIT_FAILED,
     OSError: EXIT_FAILED,
 }

@@ -14,7 +14,7 @@ from ._bounds import (
     check_update_norm,
 )
 from ._broker import BrokerAddress, parse_broker_url
-from ._codec import DEFAULT_LIMITS, PROTOCOL_VERSION, Limits, decode, encode, new_envelope
+from ._codec import ALIGN, DEFAULT_LIMITS, PROTOCOL_VERSION, Limits, decode, encode, new_envelope
 from ._errors import (
     DuplicateMessage,
     InvalidArray,
@@ -50,6 +50,7 @@ from ._topics import AGENT_ID_PATTERN, Topics, check_agent_id
 
 __all__ = [
     "AGENT_ID_PATTERN",
+    "ALIGN",
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_UPDATE_NORM_RATIO",
     "ENVELOPE_BOUNDS",
@@ -77,8 +78,8 @@ __all__ = [
     "OutOfRange",
     "PayloadTooLarge",
     "ProtocolError",
-    "Shard",
     "ShapeMismatch",
+    "Shard",
     "StaleRound",
     "Status",
     "Topics",

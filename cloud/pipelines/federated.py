@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from cloud.errors import DataError
 from link import ShardError, atomic_write_json, read_shard, write_shard
 from protocol import Shard
 
+from .errors import DataError
 from .partition import label_histogram, partition_dirichlet, partition_iid, split_holdout
 
 __all__ = ["FederatedLayout", "agent_shard_name", "prepare_federated", "read_shard_file"]

@@ -1,7 +1,7 @@
 """Pure functions that split one :class:`~protocol.Shard` into many.
 
 All of them are deterministic for a given ``seed`` and never copy an example twice: every example of
-the input lands in exactly one output. Bad parameters raise :class:`~cloud.errors.DataError`.
+the input lands in exactly one output. Bad parameters raise :class:`~cloud.pipelines.DataError`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from cloud.errors import DataError
 from protocol import Shard
+
+from .errors import DataError
 
 __all__ = ["label_histogram", "partition_dirichlet", "partition_iid", "split_holdout"]
 

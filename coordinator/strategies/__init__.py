@@ -34,9 +34,9 @@ from coordinator.strategies.fedprox import FedProx
 from coordinator.strategies.fedyogi import FedYogi
 from coordinator.strategies.krum import Krum
 from coordinator.strategies.trimmed_mean import TrimmedMean
-from protocol import Weights
 
 __all__ = [
+    "STRATEGY_NAMES",
     "ClientUpdate",
     "FedAdam",
     "FedAvg",
@@ -46,10 +46,8 @@ __all__ = [
     "FedProx",
     "FedYogi",
     "Krum",
-    "STRATEGY_NAMES",
     "Strategy",
     "TrimmedMean",
-    "Weights",
     "make_strategy",
 ]
 

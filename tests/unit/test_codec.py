@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from protocol import (
+    ALIGN,
     ENVELOPE_BOUNDS,
     FIELD_BOUNDS,
     MAP_BOUNDS,
@@ -58,7 +59,6 @@ from protocol import (
     encode,
     new_envelope,
 )
-from protocol._codec import ALIGN
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from cloud.errors import DataError
 from cloud.pipelines import (
+    DataError,
     FederatedLayout,
     label_histogram,
     load_csv,
