@@ -18,6 +18,10 @@ test: $(STAMP) mosquitto lint typecheck
 
 check: lint typecheck
 
+# The fast half: pure code, no broker, no Keras job (seconds).
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Literal
@@ -65,6 +66,10 @@ def create_agent(
     """An agent for ``shard``. With ``share_label_counts`` its hello tells the coordinator how
     many examples of each label it holds (never the examples), so no label is starved."""
     caps = probe_capabilities(device_class=device)
+    # What the device class lets the agent use: its memory limit caps what the hello announces.
+    caps = dataclasses.replace(
+        caps, memory_bytes=min(caps.memory_bytes, device.memory_limit_mb * 1024 * 1024)
+    )
     labels = (
         tuple(int(c) for c in np.bincount(shard.y)) if share_label_counts and len(shard) else ()
     )
@@ -76,4 +81,5 @@ def create_agent(
         label_counts=labels,
         software=software,
         emulator=emulator,
+        max_local_steps=device.max_local_steps,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -50,9 +51,9 @@ from protocol import (
 
 from .errors import AgentError
 from .probe import Capabilities
-from .trainer import Trainer
+from .trainer import Trainer, planned_steps
 
-__all__ = ["Agent", "AgentSettings", "Emulator", "StaleOwner"]
+__all__ = ["Agent", "AgentSettings", "Emulator", "StaleOwner", "cap_steps"]
 
 _log = logging.getLogger(__name__)
 _ANSWERS_KEPT = 64
@@ -132,6 +133,7 @@ class Agent:
         label_counts: tuple[int, ...] = (),
         software: str = "",
         emulator: Emulator | None = None,
+        max_local_steps: int | None = None,
     ) -> None:
         self.settings = settings
         self._trainer = trainer
@@ -140,6 +142,8 @@ class Agent:
         self._label_counts = label_counts
         self._software = software
         self._emu = emulator or Emulator()
+        self._max_steps = max_local_steps
+        """The device class's cap on local steps per instruction (``None``: no cap)."""
         self._topics = settings.topics
         self._id = settings.agent_id
         self.session = uuid.uuid4().hex[:12]
@@ -181,6 +185,11 @@ class Agent:
         self.dropped: Counter[str] = self._gate.dropped
         """Inbound messages refused, by :class:`~protocol.ProtocolError` code."""
         self.handled: Counter[str] = Counter()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this agent announces in its hello about the machine it may use."""
+        return self._caps
 
     @property
     def trainer_name(self) -> str:
@@ -378,7 +387,10 @@ class Agent:
         nbytes = sum(w.nbytes for w in ins.weights)
         await self._emu.download(nbytes)
         config = self._emu.plan_work(
-            ins.config, self._num_examples, deadline_mono - time.monotonic(), nbytes
+            cap_steps(ins.config, self._num_examples, self._max_steps),
+            self._num_examples,
+            deadline_mono - time.monotonic(),
+            nbytes,
         )
         started = time.monotonic()
         fit = await asyncio.to_thread(
@@ -406,6 +418,13 @@ class Agent:
                 "emulated_compute_s": self._emu.compute_s(fit.num_examples),
             },
         )
+
+
+def cap_steps(config: TrainConfig, num_examples: int, cap: int | None) -> TrainConfig:
+    """``config`` with at most ``cap`` local steps (a device class's ``max_local_steps``)."""
+    if cap is None or planned_steps(config, num_examples) <= cap:
+        return config
+    return dataclasses.replace(config, local_steps=cap)
 
 
 def _resident_bytes() -> int:

@@ -87,10 +87,12 @@ class DeviceClass(BaseModel):
     arch: Literal["x86_64", "aarch64"]
     runtime: Literal["keras", "litert", "numpy"]
     threads: int = Field(ge=1, description="threads for local compute")
-    memory_limit_mb: int = Field(gt=0, description="memory the agent may use, MiB")
-    batch_size: int = Field(default=32, ge=1)
-    max_local_steps: int = Field(default=500, ge=1, description="cap on local steps per round")
-    accelerator: Literal["none", "cuda", "tensorrt", "npu"] = "none"
+    memory_limit_mb: int = Field(
+        gt=0, description="memory the agent may use, MiB; caps the memory its hello announces"
+    )
+    max_local_steps: int = Field(
+        default=500, ge=1, description="cap on local steps per instruction, whatever is asked"
+    )
     emulation: Emulation
 
 

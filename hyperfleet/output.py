@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from link import atomic_write_text
+
 __all__ = ["dump_json"]
 
 
 def dump_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    """Write ``data`` as sorted, indented JSON, atomically (a reader never sees half a file)."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -76,24 +76,24 @@ def test_every_shipped_class_loads_by_name_and_by_path(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "arch", "runtime", "accelerator", "emulation"),
+    ("name", "arch", "runtime", "max_steps", "emulation"),
     [
-        ("x86-gpu-server", "x86_64", "keras", "cuda", (400, 1000, 1000, 5, 0.99, 0.01)),
-        ("x86-cpu", "x86_64", "keras", "none", (40, 100, 100, 20, 0.95, 0.02)),
-        ("jetson-orin-nano", "aarch64", "keras", "cuda", (25, 20, 50, 40, 0.90, 0.05)),
-        ("raspberry-pi-5", "aarch64", "litert", "none", (3, 5, 20, 80, 0.80, 0.10)),
+        ("x86-gpu-server", "x86_64", "keras", 1000, (400, 1000, 1000, 5, 0.99, 0.01)),
+        ("x86-cpu", "x86_64", "keras", 500, (40, 100, 100, 20, 0.95, 0.02)),
+        ("jetson-orin-nano", "aarch64", "keras", 300, (25, 20, 50, 40, 0.90, 0.05)),
+        ("raspberry-pi-5", "aarch64", "litert", 100, (3, 5, 20, 80, 0.80, 0.10)),
     ],
 )
 def test_shipped_class_values(
     name: str,
     arch: str,
     runtime: str,
-    accelerator: str,
+    max_steps: int,
     emulation: tuple[float, float, float, float, float, float],
 ) -> None:
     dc = load_device_class(name)
     e = dc.emulation
-    assert (dc.arch, dc.runtime, dc.accelerator) == (arch, runtime, accelerator)
+    assert (dc.arch, dc.runtime, dc.max_local_steps) == (arch, runtime, max_steps)
     assert (
         e.train_rate,
         e.uplink_mbps,
@@ -123,7 +123,7 @@ def test_device_class_is_frozen() -> None:
 
 def test_defaults_apply(tmp_path: Path) -> None:
     dc = load_device_class("test-dev", search_dir=write_class(tmp_path).parent)
-    assert (dc.batch_size, dc.max_local_steps, dc.accelerator) == (32, 500, "none")
+    assert dc.max_local_steps == 500
     assert dc.emulation.mean_session_s == 600
 
 
@@ -363,3 +363,25 @@ def test_device_class_model_is_usable_directly() -> None:
     )
     assert dc.name == "direct"
     assert dc.emulation.train_rate == 10.0
+
+
+def test_the_memory_limit_caps_what_the_hello_announces_and_the_step_cap_is_applied() -> None:
+    import numpy as np
+
+    from agent import create_agent
+    from agent.daemon import AgentSettings, cap_steps
+    from protocol import Shard, TrainConfig, parse_broker_url
+
+    pi = load_device_class("raspberry-pi-5")
+    shard = Shard(x=np.zeros((10, 4), dtype=np.float32), y=np.zeros(10, dtype=np.int64))
+    settings = AgentSettings(
+        agent_id="pi-1", broker=parse_broker_url("mqtt://127.0.0.1:1"), device_class=pi.name
+    )
+    agent = create_agent(settings, device=pi, shard=shard, runtime="numpy")
+    assert agent.capabilities.memory_bytes <= pi.memory_limit_mb * 1024 * 1024
+
+    many = TrainConfig(epochs=100, batch_size=2)  # 500 steps over 10 examples
+    assert cap_steps(many, 10, pi.max_local_steps).local_steps == 100
+    few = TrainConfig(local_steps=7)
+    assert cap_steps(few, 10, pi.max_local_steps) is few
+    assert cap_steps(many, 10, None) is many
