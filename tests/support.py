@@ -7,10 +7,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from agent.daemon import Agent, AgentSettings
 from agent.errors import TrainingError
@@ -18,7 +16,7 @@ from agent.numpy_trainer import NumpyTrainer
 from agent.probe import Capabilities
 from agent.trainer import EvalResult, FitResult, Trainer
 from cloud.pipelines import load_digits, partition_dirichlet, split_holdout
-from protocol import Shard, Topics, TrainConfig, parse_broker_url
+from protocol import Shard, Topics, TrainConfig, Weights, parse_broker_url
 
 CAPS = Capabilities(arch="x86_64", cores=2, memory_bytes=1 << 30, gpus=(), runtimes=("numpy",))
 
@@ -39,21 +37,21 @@ class ScriptedTrainer:
     calls: list[TrainConfig] = field(default_factory=list)
 
     def fit(
-        self, model: str, weights: list[npt.NDArray[Any]], config: TrainConfig, *, stop_at: float
+        self, model: str, weights: Weights, config: TrainConfig, *, stop_at: float
     ) -> FitResult:
         self.calls.append(config)
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.behaviour == "fail":
             raise TrainingError("scripted failure")
-        out = [np.asarray(w, dtype=np.float32) + 1.0 for w in weights]
+        out: Weights = tuple(np.asarray(w, dtype=np.float32) + 1.0 for w in weights)
         if self.behaviour == "bad_shape":
-            out = [np.zeros((3, 3), dtype=np.float32)]
+            out = (np.zeros((3, 3), dtype=np.float32),)
         if self.behaviour == "huge":
-            out = [np.full_like(w, 1e30) for w in out]
+            out = tuple(np.full_like(w, 1e30) for w in out)
         return FitResult(weights=out, steps=1, num_examples=10, loss=0.5, train_s=self.delay_s)
 
-    def evaluate(self, model: str, weights: list[npt.NDArray[Any]]) -> EvalResult:
+    def evaluate(self, model: str, weights: Weights) -> EvalResult:
         return EvalResult(loss=0.5, accuracy=0.5, num_examples=10)
 
 

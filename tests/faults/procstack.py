@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.pipelines import load_digits, prepare_federated
 from hyperfleet.broker import RunningBroker, start_broker
@@ -39,10 +40,10 @@ class StateWatch:
         self.states: list[JobState] = []
         self._lock = threading.Lock()
         self._topic = topics.job_state(JOB_ID)
-        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"watch-{port}")
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{port}")
         self._client.on_connect = lambda c, *_: c.subscribe(self._topic, qos=1)
         self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(0.2, 1.0)
+        self._client.reconnect_delay_set(1, 2)
         self._client.connect_async("127.0.0.1", port)
         self._client.loop_start()
 

@@ -138,6 +138,7 @@ def test_the_demo_monitor_rides_out_a_broker_restart(
     import asyncio
 
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     from hyperfleet.demo import _follow
     from protocol import JobState, encode, new_envelope
@@ -156,7 +157,7 @@ def test_the_demo_monitor_rides_out_a_broker_restart(
             time_budget_s=60.0,
         )
         env = new_envelope(state, sender="coordinator", job_id=JOB_ID, round=rnd)
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pub-{rnd}")
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{rnd}")
         c.connect("127.0.0.1", stack.port)
         c.loop_start()
         c.publish(stack.topics.job_state(JOB_ID), encode(env), qos=1, retain=True).wait_for_publish(

@@ -12,6 +12,7 @@ import time
 import keras
 import numpy as np
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 from support import make_agent, running
 
 from agent.numpy_trainer import NumpyTrainer
@@ -52,7 +53,7 @@ def test_a_retained_hello_with_a_zero_train_rate_is_dropped_and_the_planner_runs
         num_examples=50,
         profile={"train_rate": 0.0, "uplink_mbps": 5.0, "downlink_mbps": 20.0, "rtt_ms": 80.0},
     )
-    raw = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"{unique_topic_prefix}-raw")
+    raw = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{unique_topic_prefix}-raw")
     raw.connect(address.host, address.port)
     raw.loop_start()
     try:

@@ -311,13 +311,12 @@ def test_generated_config_with_persistence_is_accepted_by_mosquitto(
 def test_a_persistent_broker_keeps_a_retained_model_reference_across_a_restart(
     mosquitto_binary: str, tmp_path: Path
 ) -> None:
-    import paho.mqtt.client as paho
 
     state = tmp_path / "state"
     state.mkdir()
 
     def client(b: RunningBroker) -> paho.Client:
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"c-{time.monotonic_ns()}")
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"c-{time.monotonic_ns()}")
         c.connect("127.0.0.1", b.port)
         c.loop_start()
         return c
@@ -333,7 +332,7 @@ def test_a_persistent_broker_keeps_a_retained_model_reference_across_a_restart(
         prefer="mosquitto", port=port, persistence_dir=state, workdir=tmp_path / "b"
     ) as b:
         c = client(b)
-        c.on_message = lambda _c, _u, m: got.append(m.payload)
+        c.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
         c.subscribe("hf/v1/models/+/latest", qos=1)
         end = time.monotonic() + 5
         while not got and time.monotonic() < end:

@@ -109,7 +109,7 @@ class TestInMemoryFleet(FleetContract):
             ) -> TrainRes | Failure:
                 await asyncio.sleep(delay)
                 try:
-                    fit = trainer.fit(ins.model, list(ins.weights), ins.config, stop_at=0)
+                    fit = trainer.fit(ins.model, ins.weights, ins.config, stop_at=0)
                 except Exception as exc:
                     return Failure(code="agent_error", reason=str(exc))
                 return TrainRes(

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from support import digits_split, make_agent, numpy_agents, running
 
 from agent.numpy_trainer import NumpyTrainer
@@ -123,7 +124,7 @@ def test_bad_input_never_stops_a_round(
     sent: dict[str, int] = {"garbage": 0, "ghost": 0, "shape": 0, "old": 0}
 
     def vandal(fleet: MqttFleet, stop: threading.Event) -> None:
-        raw = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="vandal")
+        raw = paho.Client(CallbackAPIVersion.VERSION2, client_id="vandal")
         raw.connect(address.host, address.port)
         raw.loop_start()
         bad_weights = (np.ones((5, 5), dtype=np.float32),)

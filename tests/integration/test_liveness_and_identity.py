@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from support import ScriptedTrainer, make_agent, running
 
 from coordinator.errors import OwnershipError
@@ -38,7 +39,7 @@ REFERENCE = (np.zeros((4, 2), dtype=np.float32),)
 
 def raw_client(broker_url: str, name: str) -> paho.Client:
     address = parse_broker_url(broker_url)
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=name)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name)
     client.connect(address.host, address.port)
     client.loop_start()
     return client

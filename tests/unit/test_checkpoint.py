@@ -71,12 +71,12 @@ def store(tmp_path: Path) -> CheckpointStore:
 
 
 @pytest.fixture
-def fedadam_state() -> dict[str, list[npt.NDArray[Any]]]:
+def fedadam_state() -> dict[str, Weights]:
     """FedAdam's moments after one aggregation: non-zero ``m`` and ``v``."""
     strategy = make_strategy("fedadam")
-    current = [np.asarray(w) for w in weights(0.0)]
+    current = weights(0.0)
     strategy.initialize(current)
-    update = ClientUpdate(agent_id="a", weights=list(weights(1.0)), num_examples=10, loss=0.5)
+    update = ClientUpdate(agent_id="a", weights=weights(1.0), num_examples=10, loss=0.5)
     strategy.aggregate_train(1, current, [update], [])
     state = strategy.state()
     assert set(state) == {"m", "v"}
@@ -85,7 +85,7 @@ def fedadam_state() -> dict[str, list[npt.NDArray[Any]]]:
 
 
 def test_save_then_load_round_trips_everything(
-    store: CheckpointStore, fedadam_state: dict[str, list[npt.NDArray[Any]]]
+    store: CheckpointStore, fedadam_state: dict[str, Weights]
 ) -> None:
     p1, p2 = rounds(0.6, 0.4)  # round 2 is worse: latest and best weights differ
     store.save(p1, spec=SPEC, strategy_state=fedadam_state)
@@ -109,15 +109,15 @@ def test_save_then_load_round_trips_everything(
 
 
 def test_a_restored_fedadam_continues_exactly_where_it_stopped(
-    store: CheckpointStore, fedadam_state: dict[str, list[npt.NDArray[Any]]]
+    store: CheckpointStore, fedadam_state: dict[str, Weights]
 ) -> None:
     (p1,) = rounds(0.5)
     store.save(p1, spec=SPEC, strategy_state=fedadam_state)
     loaded = store.load("job")
     assert loaded is not None
 
-    current = [np.asarray(w) for w in p1.weights]
-    update = ClientUpdate(agent_id="b", weights=list(weights(3.0)), num_examples=5, loss=0.4)
+    current = p1.weights
+    update = ClientUpdate(agent_id="b", weights=weights(3.0), num_examples=5, loss=0.4)
     original, resumed = FedAdam(), FedAdam()
     original.restore(fedadam_state)
     resumed.restore(loaded.strategy_state)
@@ -275,7 +275,7 @@ def test_model_versions_count_up_per_name(tmp_path: Path) -> None:
 
 # --- the spec saved with the state ------------------------------------------------------------
 
-SAVED = {
+SAVED: dict[str, Any] = {
     **SPEC,
     "model": {"hidden": [64, 32], "activation": "relu", "input_dim": None, "num_classes": None},
     "strategy": {"name": "fedavg", "params": {}},

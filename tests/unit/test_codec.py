@@ -816,7 +816,7 @@ def _with_field(body: Message, record: type, name: str, value: object) -> Messag
     inner = getattr(body, where)
     if where == "gpus":
         gpu = GpuInfo(index=0, name="g", memory_bytes=1)
-        return dataclasses.replace(body, gpus=(dataclasses.replace(gpu, **{name: value}),))  # type: ignore[type-var]
+        return dataclasses.replace(body, gpus=(dataclasses.replace(gpu, **{name: value}),))  # type: ignore[type-var, arg-type]
     return dataclasses.replace(body, **{where: dataclasses.replace(inner, **{name: value})})  # type: ignore[type-var]
 
 

@@ -44,7 +44,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     model = GlobalModel(ModelSpec(name="digits-export", hidden=[32]), holdout)
     fit = NumpyTrainer(rest).fit(
         model.config_json,
-        list(model.initial_weights),
+        model.initial_weights,
         TrainConfig(local_steps=150, batch_size=32, learning_rate=0.3, seed=0),
         stop_at=float("inf"),
     )

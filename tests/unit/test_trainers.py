@@ -14,7 +14,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from agent.errors import TrainingError
@@ -24,10 +23,10 @@ from agent.trainer import FitResult, Trainer, planned_steps, score_probabilities
 from cloud.pipelines import load_digits, partition_dirichlet, split_holdout
 from coordinator.job import ModelSpec
 from coordinator.model import GlobalModel
-from protocol import Shard, TrainConfig
+from protocol import Shard, TrainConfig, Weights
 
 FOREVER = math.inf
-Arrays = list[npt.NDArray[Any]]
+Arrays = Weights
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class Digits:
 
     @property
     def initial(self) -> Arrays:
-        return [w.copy() for w in self.model.initial_weights]
+        return tuple(w.copy() for w in self.model.initial_weights)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +185,7 @@ def test_proximal_term_keeps_weights_near_the_start(trainer: Trainer, digits: Di
 
 
 def _transposed_first_kernel(w: Arrays) -> Arrays:
-    return [w[0].T.copy(), *w[1:]]
+    return (w[0].T.copy(), *w[1:])
 
 
 def _missing_last_bias(w: Arrays) -> Arrays:
@@ -194,7 +193,7 @@ def _missing_last_bias(w: Arrays) -> Arrays:
 
 
 def _extra_array(w: Arrays) -> Arrays:
-    return [*w, np.zeros(3, dtype=np.float32)]
+    return (*w, np.zeros(3, dtype=np.float32))
 
 
 @pytest.mark.parametrize("damage", [_transposed_first_kernel, _missing_last_bias, _extra_array])
@@ -301,48 +300,56 @@ def test_parse_dense_model_reads_the_job_model(digits: Digits) -> None:
 
 
 def _conv_model() -> str:
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(4, 3),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    ).to_json()
+    return str(
+        keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(4, 3),
+                keras.layers.Flatten(),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        ).to_json()
+    )
 
 
 def _flat_model_with_a_conv_layer() -> str:
-    return keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Reshape((8, 8, 1)),
-            keras.layers.Conv2D(4, 3),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    ).to_json()
+    return str(
+        keras.Sequential(
+            [
+                keras.Input((64,)),
+                keras.layers.Reshape((8, 8, 1)),
+                keras.layers.Conv2D(4, 3),
+                keras.layers.Flatten(),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        ).to_json()
+    )
 
 
 def _functional_model() -> str:
     inputs = keras.Input((64,))
     outputs = keras.layers.Dense(10, activation="softmax")(inputs)
-    return keras.Model(inputs, outputs).to_json()
+    return str(keras.Model(inputs, outputs).to_json())
 
 
 def _sigmoid_output() -> str:
-    return keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(10, activation="sigmoid")]
-    ).to_json()
+    return str(
+        keras.Sequential(
+            [keras.Input((64,)), keras.layers.Dense(10, activation="sigmoid")]
+        ).to_json()
+    )
 
 
 def _unsupported_activation() -> str:
-    return keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(8, activation="gelu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    ).to_json()
+    return str(
+        keras.Sequential(
+            [
+                keras.Input((64,)),
+                keras.layers.Dense(8, activation="gelu"),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        ).to_json()
+    )
 
 
 @pytest.mark.parametrize(
