@@ -104,7 +104,7 @@ class Stack:
         self.broker.process.wait(5)
         self.broker.stop()
 
-    def job(self, **rounds: float | int) -> Path:
+    def job(self, *, max_rounds: int = 4, **rounds: float | int) -> Path:
         settings = {
             "participants": len(self.layout.shards),
             "min_results": 1,
@@ -122,7 +122,7 @@ class Stack:
             f'job_id = "{JOB_ID}"\nholdout = "{self.layout.holdout}"\nseed = 0\n\n'
             '[model]\nname = "digits-mlp"\nhidden = [32]\n\n[strategy]\nname = "fedavg"\n\n'
             f"[rounds]\n{lines}\n\n[constraints]\ntarget_accuracy = 0.999\n"
-            "time_budget_s = 300\nmax_rounds = 4\n"
+            f"time_budget_s = 300\nmax_rounds = {max_rounds}\n"
         )
         return path
 

