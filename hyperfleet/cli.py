@@ -1,4 +1,4 @@
-"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | watch``.
+"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | serve | watch``.
 
 Each command builds its settings object here, from flags and ``HYPERFLEET_*`` environment
 variables, configures logging, and hands over to library code that takes keyword arguments.
@@ -158,6 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", type=topic_prefix, default=_env("PREFIX", "hf/v1"))
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))
 
+    p = sub.add_parser(
+        "serve", help="serve the trained models under a response-time SLA each (ROMA, KServe v2)"
+    )
+    p.add_argument(
+        "--repository",
+        required=True,
+        type=absolute_path,
+        help="model repository: DIR/{model}/{version}/model.tflite|.keras and {model}/config.toml",
+    )
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=port, default=None, help="HTTP port (default 8000; 0: free)")
+    p.add_argument(
+        "--broker",
+        type=broker_url,
+        default=None,
+        help="follow models/+/latest on this broker and hot-reload what is published",
+    )
+    p.add_argument("--config", type=absolute_path, default=None, help="server settings (TOML)")
+    p.add_argument(
+        "--cores", type=float, default=None, help="cores the models share (default: all CPUs)"
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("HYPERFLEET_ROMA_TOKEN"),
+        help="bearer token for the repository load/unload endpoints (env HYPERFLEET_ROMA_TOKEN)",
+    )
+    p.add_argument(
+        "--fake-gpu", action="store_true", help="one CPU worker per model plays the node's GPU"
+    )
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+
     p = sub.add_parser("watch", help="print decoded messages from the topic tree")
     p.add_argument("--count", type=int, default=0, help="stop after this many messages (0: never)")
     _common(p)
@@ -238,6 +269,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         dsettings = DemoSettings.from_args(args)
         return _run_until_signal(lambda: run_demo(dsettings))
+    if args.command == "serve":
+        from .serving import run_serve, serve_settings
+
+        ssettings = serve_settings(args)
+        return _run_until_signal(lambda: run_serve(ssettings))
     if args.command == "watch":
         from .commands import run_watch
 

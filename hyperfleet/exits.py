@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from agent.errors import AgentError, ConfigError
 from cloud.pipelines import PipelineError
+from cloud.roma import RomaError, ServeConfigError
 from coordinator.errors import CoordinatorError, JobConfigError
 from protocol import ProtocolError
 
@@ -47,11 +48,13 @@ EXIT_STATUSES: Mapping[type[BaseException], int] = {
     UsageError: EXIT_USAGE,
     JobConfigError: EXIT_USAGE,
     ConfigError: EXIT_USAGE,
+    ServeConfigError: EXIT_USAGE,
     # Failures: each package's root, the wire, the operating system.
     HyperfleetError: EXIT_FAILED,
     AgentError: EXIT_FAILED,
     CoordinatorError: EXIT_FAILED,
     PipelineError: EXIT_FAILED,
+    RomaError: EXIT_FAILED,
     ProtocolError: EXIT_FAILED,
     OSError: EXIT_FAILED,
 }

@@ -1,0 +1,86 @@
+"""Hot reload: follow ``models/+/latest`` on the broker and serve each newly published model.
+
+Every frame passes :class:`link.InboundGate` (decode, bounded sizes, counted drops); a
+:class:`~protocol.ModelRef` whose name differs from its topic's is dropped as spoofed. A
+reference newer than the version serving is installed by :meth:`RomaServer.install` — fetched
+over HTTP, verified, loaded, warmed, swapped — one at a time per model, in the order they
+arrive, off the MQTT reader. A failed install leaves the serving version alone; the reason is in
+the log, ``/v2/models/{m}/stats`` and ``/v2/repository/index``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from link import Backoff, InboundGate
+from link.mqtt import MqttConnection, MqttSession
+from protocol import Envelope, ModelRef, Topics, parse_broker_url
+
+from .errors import RomaError
+from .server import RomaServer
+
+__all__ = ["ModelFollower"]
+
+_log = logging.getLogger(__name__)
+
+
+class ModelFollower:
+    """``await follower.run()`` until cancelled; :attr:`installed` and :attr:`failed` count."""
+
+    def __init__(self, server: RomaServer, broker_url: str, *, topics: Topics | None = None):
+        self.server = server
+        self.topics = topics or Topics()
+        self.installed = 0
+        self.failed = 0
+        self._pending: asyncio.Queue[ModelRef] = asyncio.Queue()
+        self.gate = InboundGate(name="roma follower", handler=self._on_envelope,
+                                scope=lambda topic, env: None)  # fmt: skip
+        self.session = MqttSession(
+            broker=parse_broker_url(broker_url),
+            identifier=f"hf-roma-{os.getpid()}",
+            on_message=self.gate,
+            on_connect=self._subscribe,
+            backoff=Backoff(min_s=0.2, max_s=5.0),
+            name="roma follower",
+        )
+
+    async def _subscribe(self, connection: MqttConnection) -> None:
+        await connection.subscribe(f"{self.topics.prefix}/models/+/latest")
+
+    def _on_envelope(self, topic: str, envelope: Envelope, nbytes: int) -> None:
+        ref = envelope.body
+        if not isinstance(ref, ModelRef):
+            self.gate.dropped["not_a_model_ref"] += 1
+            return
+        if topic != self.topics.model_latest(ref.name):
+            self.gate.dropped["spoofed"] += 1
+            _log.warning("dropped a ModelRef for %r published on %s", ref.name, topic)
+            return
+        self._pending.put_nowait(ref)
+
+    async def _install_loop(self) -> None:
+        while True:
+            ref = await self._pending.get()
+            entry = self.server.entries.get(ref.name)
+            if (
+                entry is not None
+                and entry.served is not None
+                and (int(entry.served.version) >= ref.version)
+            ):
+                continue
+            _log.info("model %s: version %d published; installing from %s", ref.name,
+                      ref.version, ref.url)  # fmt: skip
+            try:
+                await self.server.install(ref)
+            except RomaError as exc:
+                self.failed += 1
+                _log.error("model %s version %d: %s", ref.name, ref.version, exc)
+            else:
+                self.installed += 1
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.session.run(), name="roma-follower-mqtt")
+            tg.create_task(self._install_loop(), name="roma-follower-install")
