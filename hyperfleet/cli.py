@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fake-gpu", action="store_true", help="one CPU worker per model plays the node's GPU"
     )
+    p.add_argument("--prefix", type=topic_prefix, default=None, help="topic prefix (hf/v1)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
 
     p = sub.add_parser("watch", help="print decoded messages from the topic tree")

@@ -22,6 +22,7 @@ def serve_settings(args: argparse.Namespace) -> ServeConfig:
         host=args.host,
         port=args.port,
         broker=args.broker,
+        prefix=args.prefix,
         cores=args.cores,
         token=args.token,
         fake_gpu=args.fake_gpu or None,

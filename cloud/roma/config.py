@@ -127,6 +127,8 @@ class ServeConfig(_Strict):
     port: int = Field(default=8000, ge=0, le=65535)
     broker: str | None = None
     """``mqtt://host:port``: follow ``models/+/latest`` and hot-reload what is published."""
+    prefix: str = "hf/v1"
+    """The topic prefix the coordinator publishes under."""
     token: str | None = Field(default=None, repr=False)
     """Required (``Authorization: Bearer …``) by the repository's load and unload endpoints;
     without one they are refused."""

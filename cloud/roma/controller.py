@@ -125,6 +125,14 @@ class CoreController:
         )
         return cores
 
+    def limit(self, cores: float) -> None:
+        """The node gave ``cores`` (less than asked, after :func:`allocate`): back-calculate the
+        integral so it does not wind up on cores that were never granted."""
+        if cores < self.cores:
+            s = self.settings
+            self.integral = min(self.integral, max(s.min_cores, cores - self.last.p_term))
+            self.cores = cores
+
 
 def allocate(
     demands: Mapping[str, float],

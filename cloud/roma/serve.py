@@ -20,6 +20,8 @@ from typing import Self
 
 from aiohttp import web
 
+from protocol import Topics
+
 from .app import make_app
 from .config import ServeConfig
 from .errors import RomaError
@@ -64,7 +66,9 @@ class RomaRunner:
         await self._group.__aenter__()
         self._tasks = [self._group.create_task(self.server.control_loop(), name="roma-control")]
         if self.config.broker:
-            self.follower = ModelFollower(self.server, self.config.broker)
+            self.follower = ModelFollower(
+                self.server, self.config.broker, topics=Topics(self.config.prefix)
+            )
             self._tasks.append(self._group.create_task(self.follower.run(), name="roma-follower"))
         _log.info("ROMA serving %d models on %s", len(self.server.entries), self.url)
         return self

@@ -264,6 +264,7 @@ class RomaServer:
             assert entry.served is not None
             assert entry.controller is not None
             entry.served.set_cores(cores)
+            entry.controller.limit(cores)
             decision = entry.controller.last
             response = observed[name]
             record = {
