@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -20,7 +21,9 @@ from protocol import ModelRef, Topics, encode, new_envelope, parse_broker_url
 from .conftest import TrainedModels, make_repository
 
 
-async def _version(session: aiohttp.ClientSession, url: str, x: np.ndarray) -> tuple[str, list]:
+async def _version(
+    session: aiohttp.ClientSession, url: str, x: np.ndarray
+) -> tuple[str, list[Any]]:
     body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
                         "data": x.reshape(-1).tolist()}]}  # fmt: skip
     async with session.post(f"{url}/v2/models/digits/infer", json=body) as response:
@@ -43,7 +46,7 @@ def test_a_published_model_is_served_without_a_restart(
     config = ServeConfig(repository=repo, port=0, broker=broker_url, prefix=unique_topic_prefix)
     x = digits_models.x[:6]
 
-    async def go() -> tuple[str, list, dict[str, int]]:
+    async def go() -> tuple[str, list[Any], dict[str, int]]:
         async with (
             ArtifactServer(artifacts) as files,
             RomaRunner(config) as runner,
