@@ -51,4 +51,4 @@ class CpuQuota:
     def wait_s(self, now: float) -> float:
         """Seconds until the model may dispatch again (0: now)."""
         self._refill(now)
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.cores
+        return 0.0 if self._tokens >= -1e-9 else -self._tokens / self.cores
