@@ -20,12 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import numpy.typing as npt
 
 from link import atomic_write_bytes
-from protocol import ModelRef, Weights
+from protocol import Artifact, ModelRef, Weights
 
 from .errors import CoordinatorError
 from .model import GlobalModel
@@ -70,15 +71,34 @@ class ExportReport:
         paths = {"tflite_float": self.tflite_float, "tflite_dynamic": self.tflite_dynamic}
         return {_VARIANT_NAMES[k]: p for k, p in paths.items() if k not in self.refused}
 
-    def model_ref(self, *, name: str, version: int, job_id: str, accuracy: float) -> ModelRef:
-        """The ``ModelRef`` announcing this export: the Keras file, the variants not refused, and
-        every agreement in ``metrics``."""
+    def model_ref(
+        self,
+        *,
+        name: str,
+        version: int,
+        job_id: str,
+        accuracy: float,
+        base_url: str | None = None,
+    ) -> ModelRef:
+        """The ``ModelRef`` announcing this export: the Keras file, the variants not refused
+        (each with its sha256 and size), and every agreement in ``metrics``.
+
+        ``base_url`` is the artifact server's (``http://host:port``, see
+        :mod:`link.artifacts`): files are then named ``{base_url}/artifacts/{file}``, which any
+        host can fetch; without it, ``file://`` URLs that only this machine can open."""
+        kinds = {"tflite": "tflite_float", "tflite_dynamic": "tflite_dynamic"}
+
+        def url(path: Path) -> str:
+            if base_url is None:
+                return path.resolve().as_uri()
+            return f"{base_url.rstrip('/')}/artifacts/{quote(path.name)}"
+
         return ModelRef(
             name=name,
             version=version,
             job_id=job_id,
             format="keras",
-            url=self.keras.resolve().as_uri(),
+            url=url(self.keras),
             sha256=self.sha256["keras"],
             size_bytes=self.size_bytes["keras"],
             metrics={
@@ -86,7 +106,15 @@ class ExportReport:
                 "tflite_agreement": self.agreement_float,
                 "tflite_dynamic_agreement": self.agreement_dynamic,
             },
-            variants={k: p.resolve().as_uri() for k, p in self.variants().items()},
+            variants=tuple(
+                Artifact(
+                    format=fmt,
+                    url=url(path),
+                    sha256=self.sha256[kinds[fmt]],
+                    size_bytes=self.size_bytes[kinds[fmt]],
+                )
+                for fmt, path in self.variants().items()
+            ),
         )
 
 

@@ -63,6 +63,7 @@ class Coordinator:
         planner: Planner | None = None,
         strategy: Strategy | None = None,
         on_round: Callable[[JobState], None] | None = None,
+        artifact_base_url: str | None = None,
     ) -> None:
         self.spec = spec
         self.fleet = fleet
@@ -72,6 +73,9 @@ class Coordinator:
         self._planner = planner
         self.strategy = strategy or make_strategy(spec.strategy.name, **spec.strategy.params)
         self._on_round = on_round
+        self.artifact_base_url = artifact_base_url
+        """Where ``out_dir/model`` is served over HTTP (``http://host:port``); the published
+        ``ModelRef`` names its files there. ``None``: ``file://`` URLs (this machine only)."""
         self.epoch = 0
         """This run's ownership epoch of the job (set when the job starts)."""
         self._clock_base = 0.0
@@ -283,6 +287,7 @@ class Coordinator:
             version=version,
             job_id=self.spec.job_id,
             accuracy=progress.best_accuracy,
+            base_url=self.artifact_base_url,
         )
         try:
             await self.fleet.publish_model(ref)

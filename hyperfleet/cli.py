@@ -1,4 +1,4 @@
-"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | serve | watch``.
+"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | serve | loadgen | watch``.
 
 Each command builds its settings object here, from flags and ``HYPERFLEET_*`` environment
 variables, configures logging, and hands over to library code that takes keyword arguments.
@@ -121,6 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=absolute_path, default="results/job", help="exported model, outcome.json"
     )
+    p.add_argument(
+        "--artifacts-host",
+        default="127.0.0.1",
+        help="address the exported model is served on over HTTP (0.0.0.0 for all)",
+    )
+    p.add_argument("--artifacts-port", type=port, default=0, help="its port (0: a free one)")
+    p.add_argument(
+        "--advertise-url",
+        default=None,
+        help="base URL put in the published ModelRef when others reach the artifact server "
+        "by another address (default http://HOST:PORT)",
+    )
+    p.add_argument(
+        "--linger-s",
+        type=float,
+        default=60.0,
+        help="keep serving the model this long after the job ends, so subscribers can fetch it",
+    )
     _common(p)
 
     p = sub.add_parser(
@@ -189,6 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prefix", type=topic_prefix, default=None, help="topic prefix (hf/v1)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+
+    p = sub.add_parser(
+        "loadgen", help="open-loop (Poisson) load on a KServe v2 server; latency report as JSON"
+    )
+    p.add_argument("url", help="the server, http://host:port")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", default=None, help="model version (default: the served one)")
+    p.add_argument("--rate", type=float, default=None, help="requests per second")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds at --rate")
+    p.add_argument(
+        "--steps", default=None, help='a step pattern "RATE:SECONDS,..." instead of --rate'
+    )
+    p.add_argument(
+        "--samples", type=absolute_path, default=None, help="rows to send (.npy or .npz)"
+    )
+    p.add_argument("--rows", type=int, default=1, help="rows per request")
+    p.add_argument("--binary", action="store_true", help="the binary tensor data extension")
+    p.add_argument("--sla-ms", type=float, default=None, help="report violations of this SLA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=absolute_path, default=None, help="also write the JSON here")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))
 
     p = sub.add_parser("watch", help="print decoded messages from the topic tree")
     p.add_argument("--count", type=int, default=0, help="stop after this many messages (0: never)")
@@ -275,6 +314,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         ssettings = serve_settings(args)
         return _run_until_signal(lambda: run_serve(ssettings))
+    if args.command == "loadgen":
+        from .serving import loadgen_settings, run_loadgen
+
+        lsettings = loadgen_settings(args)
+        return _run_until_signal(lambda: run_loadgen(lsettings))
     if args.command == "watch":
         from .commands import run_watch
 

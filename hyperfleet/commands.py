@@ -24,6 +24,7 @@ from coordinator.checkpoint import CheckpointStore
 from coordinator.job import JobSpec, load_job
 from coordinator.mqtt_fleet import open_mqtt_fleet
 from coordinator.service import Coordinator, JobOutcome
+from link.artifacts import ArtifactServer
 from link.mqtt import MqttConnection, MqttSession
 from protocol import (
     BrokerAddress,
@@ -150,10 +151,16 @@ class CoordinatorRun:
     topics: Topics
     state_dir: Path
     out_dir: Path
+    artifacts_host: str = "127.0.0.1"
+    artifacts_port: int = 0
+    advertise_url: str | None = None
+    linger_s: float = 60.0
 
     def __post_init__(self) -> None:
         require_absolute("state_dir", self.state_dir)
         require_absolute("out_dir", self.out_dir)
+        if not self.linger_s >= 0:
+            raise UsageError(f"--linger-s must be >= 0, got {self.linger_s}")
 
 
 def coordinator_settings(args: argparse.Namespace) -> CoordinatorRun:
@@ -164,6 +171,10 @@ def coordinator_settings(args: argparse.Namespace) -> CoordinatorRun:
         topics=Topics(args.prefix),
         state_dir=args.state_dir,
         out_dir=args.out,
+        artifacts_host=args.artifacts_host,
+        artifacts_port=args.artifacts_port,
+        advertise_url=args.advertise_url,
+        linger_s=args.linger_s,
     )
 
 
@@ -201,23 +212,33 @@ async def run_coordinator(run: CoordinatorRun) -> int:
     # Before anything connects: a job file edited since its state was saved fails here, by key.
     CheckpointStore(run.state_dir).check_spec(run.spec.job_id, run.spec.model_dump(mode="json"))
     holdout = read_shard(run.spec.holdout)
-    run.out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        async with open_mqtt_fleet(
-            broker=run.broker, topics=run.topics, job_id=run.spec.job_id
-        ) as fleet:
-            coordinator = Coordinator(
-                spec=run.spec,
-                fleet=fleet,
-                holdout=holdout,
-                state_dir=run.state_dir,
-                out_dir=run.out_dir,
-            )
-            outcome = await coordinator.run()
-    except TimeoutError as exc:
-        raise BrokerError(f"cannot reach the broker at {run.broker.url}") from exc
-    dump_json(run.out_dir / "outcome.json", outcome_json(outcome))
-    _log.info("job %s finished: %s", run.spec.job_id, outcome.reason)
+    model_dir = run.out_dir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # The exported model is served over HTTP from before the job starts (a bind failure stops
+    # it here, not after an hour of training) until linger_s after it ends.
+    async with ArtifactServer(model_dir, host=run.artifacts_host, port=run.artifacts_port) as files:
+        base_url = run.advertise_url or files.base_url
+        _log.info("serving exported models from %s at %s", model_dir, base_url)
+        try:
+            async with open_mqtt_fleet(
+                broker=run.broker, topics=run.topics, job_id=run.spec.job_id
+            ) as fleet:
+                coordinator = Coordinator(
+                    spec=run.spec,
+                    fleet=fleet,
+                    holdout=holdout,
+                    state_dir=run.state_dir,
+                    out_dir=run.out_dir,
+                    artifact_base_url=base_url,
+                )
+                outcome = await coordinator.run()
+        except TimeoutError as exc:
+            raise BrokerError(f"cannot reach the broker at {run.broker.url}") from exc
+        dump_json(run.out_dir / "outcome.json", outcome_json(outcome))
+        _log.info("job %s finished: %s", run.spec.job_id, outcome.reason)
+        if outcome.model_ref is not None and run.linger_s > 0:
+            _log.info("serving the model at %s for %.0fs more", base_url, run.linger_s)
+            await asyncio.sleep(run.linger_s)
     return EXIT_OK if outcome.reached else EXIT_NOT_REACHED
 
 

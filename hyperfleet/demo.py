@@ -21,14 +21,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from agent.device_class import load_fleet
 from cloud.pipelines import load_digits, prepare_federated
-from link import Backoff
+from link import Backoff, read_shard
 from link.mqtt import MqttConnection, MqttSession
 from protocol import JobState, ProtocolError, Topics, decode, parse_broker_url
 
 from .broker import start_broker
+from .demo_serving import check_served, free_port, roma_args, wait_served
 from .errors import UsageError
 from .exits import EXIT_FAILED, EXIT_NOT_REACHED, EXIT_OK
 from .flags import require_absolute
@@ -40,6 +44,8 @@ __all__ = ["DemoSettings", "run_demo"]
 
 _log = logging.getLogger("hyperfleet.demo")
 DEMO_CLASSES = ("x86-cpu", "x86-gpu-server", "jetson-orin-nano", "raspberry-pi-5")
+MODEL_NAME = "digits-mlp"
+"""The job's model name: the coordinator publishes it on ``models/digits-mlp/latest``."""
 DEFAULT_FLEET = "mixed-50"
 """The fleet ``hyperfleet demo`` (and ``make demo``) runs when given no ``--agents``."""
 
@@ -124,7 +130,7 @@ holdout = "{holdout.resolve()}"
 seed = {s.seed}
 
 [model]
-name = "digits-mlp"
+name = "{MODEL_NAME}"
 hidden = [64, 32]
 
 [strategy]
@@ -214,10 +220,38 @@ async def _follow(
     await session.run()
 
 
+async def _serve_check(out: Path, roma_url: str, holdout: Path) -> dict[str, Any] | None:
+    """Once the job has published its model: wait until ROMA serves it, then check it with a
+    burst of KServe v2 requests from the holdout (see :mod:`.demo_serving`)."""
+    outcome_file = out / "outcome.json"
+    if not outcome_file.exists():
+        return None
+    model = json.loads(outcome_file.read_text()).get("model")
+    if not model or model.get("version") is None:
+        return None
+    version = int(model["version"])
+    if not await wait_served(roma_url, MODEL_NAME, version):
+        print(f"ROMA did not serve {MODEL_NAME} v{version}; see {out / 'logs' / 'roma.log'}",
+              file=sys.stderr)  # fmt: skip
+        return {"served": False, "url": roma_url}
+    data = read_shard(holdout)
+    x = data.x.reshape(len(data), -1).astype(np.float32)
+    report = await check_served(roma_url, MODEL_NAME, x, data.y)
+    report.update(served=True, url=roma_url, model=MODEL_NAME, version=version)
+    print(
+        f"served {MODEL_NAME} v{version} by ROMA at {roma_url}: {report['rows']} holdout rows in "
+        f"{report['requests']} KServe v2 requests, accuracy {report['accuracy']:.4f}, "
+        f"p50 {report['p50_ms']:.1f} ms, p95 {report['p95_ms']:.1f} ms, "
+        f"{report['within_sla_share']:.0%} within the {report['sla_ms']:g} ms SLA",
+        flush=True,
+    )
+    return report
+
+
 async def run_demo(s: DemoSettings) -> int:
     out = s.out
     if out.exists():
-        for child in ("state", "data", "logs", "model"):
+        for child in ("state", "data", "logs", "model", "serving"):
             shutil.rmtree(out / child, ignore_errors=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -260,6 +294,14 @@ async def run_demo(s: DemoSettings) -> int:
                 agent_args = ["agent", "--id", f"agent-{i:03d}", "--data", str(shard)]
                 agent_args += ["--device-class", device, "--runtime", s.runtime]
                 _spawn([*agent_args, *common], out / "logs" / f"agent-{i:03d}.log", procs)
+        roma_port = free_port()
+        roma_url = f"http://127.0.0.1:{roma_port}"
+        _spawn(
+            roma_args(repository=out / "serving", model=MODEL_NAME, port=roma_port,
+                      broker_url=broker_url, prefix=s.prefix),
+            out / "logs" / "roma.log",
+            procs,
+        )  # fmt: skip
         coordinator = _spawn(
             [
                 "coordinator",
@@ -269,6 +311,8 @@ async def run_demo(s: DemoSettings) -> int:
                 str(out / "state"),
                 "--out",
                 str(out),
+                "--linger-s",
+                "60",
                 *common,
             ],
             out / "logs" / "coordinator.log",
@@ -283,11 +327,17 @@ async def run_demo(s: DemoSettings) -> int:
         async with asyncio.TaskGroup() as tg:
             follower = tg.create_task(_follow(broker_url, topics, "digits-demo", states, t0))
             hard_limit = s.time_budget_s + 180  # start-up, export and slack; never wait forever
-            while coordinator.poll() is None and time.time() - t0 < hard_limit:
+            outcome_file = out / "outcome.json"
+            while (
+                coordinator.poll() is None
+                and not outcome_file.exists()
+                and time.time() - t0 < hard_limit
+            ):
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)  # let the last retained state arrive
             follower.cancel()
-        if coordinator.poll() is None:
+        serving = await _serve_check(out, roma_url, layout.holdout)
+        if coordinator.poll() is None and not outcome_file.exists():
             coordinator.kill()
             print("the coordinator did not finish in time; see its log", file=sys.stderr)
     wall_s = time.time() - t0
@@ -309,6 +359,8 @@ async def run_demo(s: DemoSettings) -> int:
             "replies": report["replies_total"],
             "overrun_share": report["overrun_share"],
         }
+    if serving is not None:
+        summary["serving"] = serving
     dump_json(out / "summary.json", summary)
     plot_accuracy(out / "accuracy.png", summary)
     print(

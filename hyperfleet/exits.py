@@ -25,6 +25,7 @@ from agent.errors import AgentError, ConfigError
 from cloud.pipelines import PipelineError
 from cloud.roma import RomaError, ServeConfigError
 from coordinator.errors import CoordinatorError, JobConfigError
+from link import LinkError
 from protocol import ProtocolError
 
 from .errors import HyperfleetError, UsageError
@@ -56,6 +57,7 @@ EXIT_STATUSES: Mapping[type[BaseException], int] = {
     PipelineError: EXIT_FAILED,
     RomaError: EXIT_FAILED,
     ProtocolError: EXIT_FAILED,
+    LinkError: EXIT_FAILED,
     OSError: EXIT_FAILED,
 }
 """Error type -> exit status. The most specific class in an error's MRO decides."""

@@ -1,15 +1,24 @@
-"""``hyperfleet serve``: settings from flags and ``--config``, then ROMA until a signal."""
+"""``hyperfleet serve`` (ROMA until a signal) and ``hyperfleet loadgen`` (a load report)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from cloud.roma import RomaRunner, ServeConfig, load_serve_config
+from cloud.roma.loadgen import Step, load_samples, parse_steps, run_load
 
+from .errors import UsageError
 from .exits import EXIT_OK
+from .output import dump_json
 
-__all__ = ["run_serve", "serve_settings"]
+__all__ = ["LoadgenRun", "loadgen_settings", "run_loadgen", "run_serve", "serve_settings"]
 
 _log = logging.getLogger("hyperfleet.serve")
 
@@ -37,4 +46,49 @@ async def run_serve(config: ServeConfig) -> int:
         )
         print(f"ROMA serving on {runner.url}: {models or 'no models yet'}", flush=True)
         await runner.wait()
+    return EXIT_OK
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadgenRun:
+    url: str
+    model: str
+    version: str | None
+    steps: tuple[Step, ...]
+    samples: npt.NDArray[np.float32] | None
+    rows: int
+    binary: bool
+    sla_ms: float | None
+    seed: int
+    out: Path | None
+
+
+def loadgen_settings(args: argparse.Namespace) -> LoadgenRun:
+    """``hyperfleet loadgen``'s settings; :class:`UsageError` for a bad pattern or numbers."""
+    if (args.rate is None) == (args.steps is None):
+        raise UsageError("give either --rate (with --duration) or --steps")
+    try:
+        steps = parse_steps(args.steps or f"{args.rate}:{args.duration}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.rows < 1:
+        raise UsageError("--rows must be at least 1")
+    if args.sla_ms is not None and not args.sla_ms > 0:
+        raise UsageError("--sla-ms must be positive")
+    samples = None if args.samples is None else load_samples(args.samples)
+    return LoadgenRun(url=args.url, model=args.model, version=args.version, steps=steps,
+                      samples=samples, rows=args.rows, binary=args.binary, sla_ms=args.sla_ms,
+                      seed=args.seed, out=args.out)  # fmt: skip
+
+
+async def run_loadgen(run: LoadgenRun) -> int:
+    report = await run_load(
+        run.url, model=run.model, version=run.version, steps=run.steps, samples=run.samples,
+        rows=run.rows, binary=run.binary, sla_ms=run.sla_ms, seed=run.seed,
+    )  # fmt: skip
+    doc = report.to_json()
+    if run.out is not None:
+        dump_json(run.out, doc)
+    summary = {k: v for k, v in doc.items() if k not in ("windows", "steps")}
+    print(json.dumps(summary, indent=2), flush=True)
     return EXIT_OK

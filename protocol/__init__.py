@@ -31,6 +31,7 @@ from ._errors import (
 )
 from ._messages import (
     MESSAGE_TYPES,
+    Artifact,
     Envelope,
     Failure,
     GpuInfo,
@@ -59,6 +60,7 @@ __all__ = [
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
     "Admission",
+    "Artifact",
     "Bound",
     "BrokerAddress",
     "DuplicateMessage",

@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from ._errors import OutOfRange
 from ._messages import (
+    Artifact,
     Envelope,
     GpuInfo,
     Heartbeat,
@@ -128,6 +129,7 @@ FIELD_BOUNDS: Mapping[type, Mapping[str, Bound]] = {
     TrainIns: {"budget_s": SECONDS, "epoch": COUNT},
     TrainRes: {"num_examples": COUNT, "steps": COUNT, "train_s": SECONDS},
     ModelRef: {"version": COUNT, "size_bytes": COUNT},
+    Artifact: {"size_bytes": COUNT},
     JobState: {
         "round": COUNT,
         "accuracy": SHARE,

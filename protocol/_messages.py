@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 __all__ = [
     "MESSAGE_TYPES",
+    "Artifact",
     "Envelope",
     "Failure",
     "GpuInfo",
@@ -158,8 +159,22 @@ class Failure(Message):
 
 
 @_record
+class Artifact:
+    """One file of a published model: its format (``keras``, ``tflite``, ``tflite_dynamic``),
+    where to fetch it (``http(s)://`` for other hosts; ``file://`` only on the same machine) and
+    how to check it."""
+
+    format: str
+    url: str
+    sha256: str
+    size_bytes: int
+
+
+@_record
 class ModelRef(Message):
-    """Retained on ``models/{name}/latest``: where the newest accepted model is and how to check it."""
+    """Retained on ``models/{name}/latest``: where the newest accepted model is and how to check
+    it. ``format``/``url``/``sha256``/``size_bytes`` name the primary (Keras) file; ``variants``
+    the other formats of the same model, each with its own URL, sha256 and size."""
 
     TYPE: ClassVar[str] = "ModelRef"
     name: str
@@ -170,8 +185,18 @@ class ModelRef(Message):
     sha256: str
     size_bytes: int
     metrics: Mapping[str, float] = field(default_factory=dict)
-    variants: Mapping[str, str] = field(default_factory=dict)
-    """Other formats of the same model: format name → URL."""
+    variants: tuple[Artifact, ...] = ()
+
+    def artifacts(self) -> tuple[Artifact, ...]:
+        """Every file of the model: the primary first, then the variants."""
+        primary = Artifact(
+            format=self.format, url=self.url, sha256=self.sha256, size_bytes=self.size_bytes
+        )
+        return (primary, *self.variants)
+
+    def artifact(self, format: str) -> Artifact | None:
+        """The file of ``format``, or ``None`` when the reference has none."""
+        return next((a for a in self.artifacts() if a.format == format), None)
 
 
 @_record

@@ -11,6 +11,8 @@ tensors, in the order of the inputs whose ``parameters`` hold ``binary_data_size
 
     parse_infer_request(body, header_length=...)      -> InferRequest      (InferenceRequestError)
     encode_infer_response(...)                        -> (body, headers)
+    encode_infer_request(inputs, binary=True)         -> (body, headers)   the client's side
+    decode_infer_response(body, header_length=...)    -> (doc, arrays)
 
 Every malformed body raises :class:`~cloud.roma.errors.InferenceRequestError` with a message
 naming the field; nothing here touches the network.
@@ -36,6 +38,8 @@ __all__ = [
     "RequestedOutput",
     "Tensor",
     "datatype_of",
+    "decode_infer_response",
+    "encode_infer_request",
     "encode_infer_response",
     "parse_infer_request",
 ]
@@ -291,3 +295,81 @@ def encode_infer_response(
         "Content-Type": "application/octet-stream",
         HEADER_LENGTH: str(len(head)),
     }
+
+
+# ---------------------------------------------------------------------- the client side
+
+
+def encode_infer_request(
+    inputs: Sequence[Tensor],
+    *,
+    binary: bool = True,
+    outputs: Sequence[str] = (),
+    request_id: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """An infer request body and headers as stock clients send it: with ``binary`` (the
+    default of ``tritonclient.http``) the inputs travel as raw bytes after the JSON header and
+    binary outputs are asked for; else everything is JSON."""
+    doc: dict[str, Any] = {}
+    if request_id is not None:
+        doc["id"] = request_id
+    entries: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for tensor in inputs:
+        array = np.ascontiguousarray(tensor.data, dtype=DATATYPES[tensor.datatype])
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "shape": list(array.shape),
+            "datatype": tensor.datatype,
+        }
+        if binary:
+            raw = array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = array.reshape(-1).tolist()
+        entries.append(entry)
+    doc["inputs"] = entries
+    if outputs:
+        doc["outputs"] = [{"name": n, "parameters": {"binary_data": binary}} for n in outputs]
+    elif binary:
+        doc["parameters"] = {"binary_data_output": True}
+    head = json.dumps(doc, separators=(",", ":")).encode()
+    if not chunks:
+        return head, {"Content-Type": "application/json"}
+    return head + b"".join(chunks), {
+        "Content-Type": "application/octet-stream",
+        HEADER_LENGTH: str(len(head)),
+    }
+
+
+def decode_infer_response(
+    body: bytes, *, header_length: int | None = None
+) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+    """The response's JSON document and its outputs as arrays, JSON or binary. Raises
+    :class:`InferenceRequestError` for a body that does not follow the protocol."""
+    head, tail = (
+        (body, b"") if header_length is None else (body[:header_length], body[header_length:])
+    )
+    doc = _load_json(head)
+    if not isinstance(doc, dict) or not isinstance(doc.get("outputs"), list):
+        raise _fail("response has no outputs")
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    offset = 0
+    for i, out in enumerate(doc["outputs"]):
+        where = f"outputs[{i}]"
+        name = _name(out.get("name"), where)
+        datatype = out.get("datatype")
+        if datatype not in DATATYPES:
+            raise _fail(f"{where}.datatype {datatype!r} is not numeric")
+        dtype = DATATYPES[datatype]
+        shape = _shape(out.get("shape"), where)
+        size = _parameters(out.get("parameters"), where).get("binary_data_size")
+        if size is not None:
+            if size != math.prod(shape) * dtype.itemsize or offset + size > len(tail):
+                raise _fail(f"{where}: binary_data_size {size} does not fit the body")
+            arrays[name] = np.frombuffer(tail, dtype, math.prod(shape), offset).reshape(shape)
+            offset += size
+        else:
+            arrays[name] = _json_data(out.get("data"), dtype, shape, where)
+    return doc, arrays

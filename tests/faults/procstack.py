@@ -168,6 +168,8 @@ class Stack:
             str(state_dir),
             "--out",
             str(self.tmp / name),
+            "--linger-s",
+            "0",
             "--broker",
             self.url,
             "--log-level",

@@ -29,6 +29,7 @@ from protocol import (
     MAP_BOUNDS,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
+    Artifact,
     Bound,
     DuplicateMessage,
     Envelope,
@@ -208,7 +209,12 @@ BODIES: Mapping[type[Message], st.SearchStrategy[Message]] = {
         sha256=text,
         size_bytes=b(ModelRef, "size_bytes"),
         metrics=bounded_map(ModelRef, "metrics"),
-        variants=st.dictionaries(text, text, max_size=3),
+        variants=st.lists(
+            st.builds(
+                Artifact, format=text, url=text, sha256=text, size_bytes=b(Artifact, "size_bytes")
+            ),
+            max_size=3,
+        ).map(tuple),
     ),
     JobState: st.builds(
         JobState,
@@ -798,6 +804,7 @@ def outside(bound: Bound, *, integer: bool) -> int | float:
 NESTED: Mapping[type, tuple[type[Message], str]] = {
     GpuInfo: (Hello, "gpus"),
     TrainConfig: (TrainIns, "config"),
+    Artifact: (ModelRef, "variants"),
 }
 """Where a record that is not a message travels."""
 
@@ -817,6 +824,10 @@ def _with_field(body: Message, record: type, name: str, value: object) -> Messag
     if where == "gpus":
         gpu = GpuInfo(index=0, name="g", memory_bytes=1)
         return dataclasses.replace(body, gpus=(dataclasses.replace(gpu, **{name: value}),))  # type: ignore[type-var, arg-type]
+    if where == "variants":
+        artifact = Artifact(format="tflite", url="u", sha256="s", size_bytes=1)
+        variant = dataclasses.replace(artifact, **{name: value})  # type: ignore[arg-type]
+        return dataclasses.replace(body, variants=(variant,))  # type: ignore[type-var]
     return dataclasses.replace(body, **{where: dataclasses.replace(inner, **{name: value})})  # type: ignore[type-var]
 
 

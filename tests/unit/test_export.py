@@ -130,7 +130,20 @@ def test_variants_that_agree_are_announced_with_their_agreements(exported: Expor
     assert ref.version == 3
     assert ref.url == report.keras.resolve().as_uri()
     assert ref.sha256 == report.sha256["keras"]
-    assert set(ref.variants) == {"tflite", "tflite_dynamic"}
+    assert {a.format for a in ref.variants} == {"tflite", "tflite_dynamic"}
+    for artifact, kind in ((ref.artifact("tflite"), "tflite_float"),
+                           (ref.artifact("tflite_dynamic"), "tflite_dynamic")):  # fmt: skip
+        assert artifact is not None
+        assert artifact.sha256 == report.sha256[kind]
+        assert artifact.size_bytes == report.size_bytes[kind]
+    served = report.model_ref(
+        name="digits-export", version=3, job_id="job", accuracy=0.9, base_url="http://h:81/"
+    )
+    assert served.url == f"http://h:81/artifacts/{report.keras.name}"
+    assert [a.url for a in served.variants] == [
+        f"http://h:81/artifacts/{report.tflite_float.name}",
+        f"http://h:81/artifacts/{report.tflite_dynamic.name}",
+    ]
     assert ref.metrics["tflite_agreement"] == report.agreement_float
     assert ref.metrics["tflite_dynamic_agreement"] == report.agreement_dynamic
     assert decode(encode(new_envelope(ref, sender="coordinator"))).body == ref
@@ -144,7 +157,7 @@ def test_a_dynamic_variant_far_below_the_float_one_is_refused(exported: Exported
     assert "0.1100" in refused["tflite_dynamic"]
     report = dataclasses.replace(exported.report, agreement_dynamic=0.11, refused=refused)
     ref = report.model_ref(name="digits-export", version=1, job_id="job", accuracy=0.9)
-    assert set(ref.variants) == {"tflite"}
+    assert [a.format for a in ref.variants] == ["tflite"]
     assert ref.metrics["tflite_dynamic_agreement"] == 0.11  # the evidence still travels
 
 

@@ -1,0 +1,98 @@
+"""The inference protocol's bodies, byte by byte: the binary tensor data extension both ways,
+JSON tensors, and the errors of malformed bodies (spec: kserve/open-inference-protocol, REST;
+Triton's binary data extension)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cloud.roma.errors import InferenceRequestError
+from cloud.roma.v2 import (
+    HEADER_LENGTH,
+    Tensor,
+    decode_infer_response,
+    encode_infer_request,
+    encode_infer_response,
+    parse_infer_request,
+)
+
+
+def _tensor(x: np.ndarray, name: str = "input", datatype: str = "FP32") -> Tensor:
+    return Tensor(name=name, datatype=datatype, shape=tuple(x.shape), data=x)
+
+
+def test_a_binary_request_is_json_then_raw_little_endian_bytes() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    body, headers = encode_infer_request([_tensor(x)], binary=True, request_id="r1")
+    n = int(headers[HEADER_LENGTH])
+    head = json.loads(body[:n])
+    assert head["id"] == "r1"
+    assert head["inputs"] == [{"name": "input", "shape": [2, 3], "datatype": "FP32",
+                               "parameters": {"binary_data_size": 24}}]  # fmt: skip
+    assert head["parameters"] == {"binary_data_output": True}
+    assert body[n:] == x.astype("<f4").tobytes()
+    req = parse_infer_request(body, header_length=n)
+    assert req.id == "r1"
+    assert req.binary_output
+    np.testing.assert_array_equal(req.inputs[0].data, x)
+
+
+def test_json_tensors_may_be_flat_or_nested() -> None:
+    for data in ([1, 2, 3, 4], [[1, 2], [3, 4]]):
+        body = json.dumps({"inputs": [{"name": "a", "shape": [2, 2], "datatype": "INT32",
+                                       "data": data}]}).encode()  # fmt: skip
+        (tensor,) = parse_infer_request(body).inputs
+        assert tensor.data.dtype == np.int32
+        np.testing.assert_array_equal(tensor.data, [[1, 2], [3, 4]])
+
+
+def test_a_response_round_trips_binary_and_json() -> None:
+    out = np.linspace(0, 1, 20, dtype=np.float32).reshape(2, 10)
+    for binary in (True, False):
+        body, headers = encode_infer_response(model_name="m", model_version="3", request_id="q",
+                                              outputs=[_tensor(out, "output")],
+                                              binary={"output": binary})  # fmt: skip
+        length = headers.get(HEADER_LENGTH)
+        assert (length is not None) == binary
+        doc, arrays = decode_infer_response(body, header_length=int(length) if length else None)
+        assert doc["model_version"] == "3"
+        assert doc["id"] == "q"
+        np.testing.assert_array_equal(arrays["output"], out)
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"[]", "object"),
+        (b'{"inputs": []}', "non-empty"),
+        (b'{"id": 3, "inputs": [{}]}', "id"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "STRING", "data": [1]}]}', "datatype"),
+        (b'{"inputs": [{"name": "a", "shape": [-1], "datatype": "FP32", "data": [1]}]}', "shape"),
+        (b'{"inputs": [{"name": "a", "shape": [2], "datatype": "FP32", "data": [1]}]}', "elements"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "INT8", "data": [300]}]}', "range"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "INT8", "data": [0.5]}]}', "fractions"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": ["1"]}]}', "numbers"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [NaN]}]}', "JSON"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32"}]}', "neither"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}],'
+         b' "outputs": [{"name": "o", "parameters": {"binary_data": "yes"}}]}', "binary_data"),
+    ],
+)  # fmt: skip
+def test_malformed_bodies_name_what_is_wrong(body: bytes, match: str) -> None:
+    with pytest.raises(InferenceRequestError, match=match):
+        parse_infer_request(body)
+
+
+def test_binary_sizes_must_add_up_to_the_bytes_sent() -> None:
+    x = np.zeros((1, 4), np.float32)
+    body, headers = encode_infer_request([_tensor(x)], binary=True)
+    n = int(headers[HEADER_LENGTH])
+    with pytest.raises(InferenceRequestError, match="past the end"):
+        parse_infer_request(body[:-1], header_length=n)
+    with pytest.raises(InferenceRequestError, match="after the last"):
+        parse_infer_request(body + b"\0", header_length=n)
+    with pytest.raises(InferenceRequestError, match=HEADER_LENGTH):
+        parse_infer_request(body, header_length=len(body) + 1)
