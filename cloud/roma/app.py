@@ -176,6 +176,7 @@ async def model_stats(request: web.Request) -> web.Response:
                 "window_s": cfg.window_s,
                 "window_response_ms": _ms(served.window.percentile(now, cfg.percentile)),
                 "window_p50_ms": _ms(served.window.percentile(now, 50)),
+                "window_compute_p50_ms": _ms(served.compute_window.percentile(now, 50)),
                 "window_violation_share": served.window.violation_share(now, cfg.sla_s),
                 "window_requests": served.window.count(now),
                 "requests": c.requests,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -112,6 +112,8 @@ class ModelConfig(_Strict):
 
 
 class ControllerConfig(_Strict):
+    mode: Literal["pi", "static"] = "pi"
+    """``static``: every model keeps its ``initial_cores`` (a baseline, no control)."""
     period_s: float = Field(default=1.0, ge=0.05, le=60)
     kp: float = Field(default=0.3, ge=0)
     ki: float = Field(default=0.6, ge=0)
@@ -135,6 +137,9 @@ class ServeConfig(_Strict):
     cores: float | None = Field(default=None, gt=0)
     """Cores the models may share on this node (default: the CPUs this process may use)."""
     max_body_bytes: int = Field(default=16 << 20, ge=1024, le=1 << 31)
+    quota: bool = True
+    """Hold each model's CPU use to its cores (:mod:`cloud.roma.quota`); ``false``: workers
+    run unthrottled (a baseline)."""
     fake_gpu: bool = False
     """Treat one extra CPU worker per model as the node's GPU (tests and machines without one)."""
     default_model: ModelConfig = Field(default_factory=ModelConfig)

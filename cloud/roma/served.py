@@ -116,6 +116,10 @@ class ServedModel:
         self._loop_task: asyncio.Task[None] | None = None
         self._cores_since = time.monotonic()
         self._done_rate = _Rate()
+        self.enforce_quota = True
+        """Hold CPU use to :attr:`cores` (off: workers run unthrottled, a baseline)."""
+        self.compute_window = LatencyWindow(config.window_s)
+        """Model compute time per request over the SLA window (for the serving overhead)."""
         self.on_result: list[Any] = []
         """Callbacks ``(served, result)`` run for every completed request (metrics)."""
         self.on_batch: list[Any] = []
@@ -134,6 +138,7 @@ class ServedModel:
         path: Path,
         config: ModelConfig,
         gpu: bool = False,
+        quota: bool = True,
     ) -> ServedModel:
         """Start the model's CPU workers (enough for ``max_cores``) and, with ``gpu``, a GPU
         worker; each loads ``path`` and warms up at batch sizes 1 and ``max_batch``. Raises
@@ -159,6 +164,7 @@ class ServedModel:
         served = cls(
             name=name, version=version, path=path, config=config, workers=workers, gpu=gpu_worker
         )
+        served.enforce_quota = quota
         served._loop_task = asyncio.get_running_loop().create_task(
             served._dispatch_loop(), name=f"roma-dispatch-{name}-{version}"
         )
@@ -284,7 +290,7 @@ class ServedModel:
                 if worker is None:
                     break
                 now = time.monotonic()
-                wait = self.quota.wait_s(now)
+                wait = self.quota.wait_s(now) if self.enforce_quota else 0.0
                 if wait > 0:
                     asyncio.get_running_loop().call_later(wait, self._wake.set)
                     break
@@ -352,6 +358,7 @@ class ServedModel:
             )
             row += p.rows
             self.window.add(done, response)
+            self.compute_window.add(done, compute_s)
             self._done_rate.add(done)
             self.counters.ok += 1
             if response > self.config.sla_s:

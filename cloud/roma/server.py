@@ -146,7 +146,12 @@ class RomaServer:
                 if entry.served is None:
                     entry.state = "LOADING"
                 new = await ServedModel.load(
-                    name=name, version=str(chosen), path=path, config=config, gpu=self.gpu
+                    name=name,
+                    version=str(chosen),
+                    path=path,
+                    config=config,
+                    gpu=self.gpu,
+                    quota=self.config.quota,
                 )
             except RomaError as exc:
                 entry.reason = f"loading {name} failed: {exc}"
@@ -246,13 +251,17 @@ class RomaServer:
         wanted: dict[str, float] = {}
         minimum: dict[str, float] = {}
         observed: dict[str, float | None] = {}
+        static = self.config.controller.mode == "static"
         for name, entry in self.entries.items():
             if entry.served is None or entry.controller is None:
                 continue
             cfg = entry.served.config
             response = entry.served.window.percentile(now, cfg.percentile)
             observed[name] = response
-            wanted[name] = entry.controller.step(response, dt_s)
+            if static:
+                wanted[name] = entry.controller.cores
+            else:
+                wanted[name] = entry.controller.step(response, dt_s)
             minimum[name] = cfg.min_cores
         if not wanted:
             return {}
