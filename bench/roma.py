@@ -184,12 +184,16 @@ def _start_mlserver(work: Path, models: list[Model], c: Contender, log: Path) ->
     return proc, f"http://127.0.0.1:{port}"
 
 
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
 async def _wait_ready(url: str, models: list[Model], proc: Any, log: Path) -> None:
     deadline = time.monotonic() + 180
     async with aiohttp.ClientSession() as s:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"server exited {proc.returncode}:\n{_tail(log)}")
             try:
                 ok = True
                 for m in models:
@@ -200,7 +204,7 @@ async def _wait_ready(url: str, models: list[Model], proc: Any, log: Path) -> No
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.5)
-    raise RuntimeError(f"server not ready in 180 s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"server not ready in 180 s:\n{_tail(log)}")
 
 
 def _cpu_seconds(proc: Any) -> float:
