@@ -49,9 +49,12 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 
-from cloud.roma.loadgen import Step, run_load
-
 ROOT = Path(__file__).resolve().parent
+# Python puts bench/ first on sys.path, where bench/protocol.py would shadow the protocol package.
+sys.path[:] = [str(ROOT.parent), *[p for p in sys.path if Path(p or os.curdir).resolve() != ROOT]]
+
+from cloud.roma.loadgen import Step, run_load  # noqa: E402
+
 RESULTS = ROOT / "results"
 PEER_VENV = ROOT / ".mlserver-venv"
 PEER_PACKAGES = ["mlserver==1.7.1", "ai-edge-litert==2.3.0", "numpy==2.4.6"]
@@ -179,7 +182,7 @@ def _start_mlserver(work: Path, models: list[Model], c: Contender, log: Path) ->
         }))  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "roma_peer")}
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(python), "-m", "mlserver", "start", str(root)],
+        proc = subprocess.Popen([str(python.parent / "mlserver"), "start", str(root)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)  # fmt: skip
     return proc, f"http://127.0.0.1:{port}"
 
