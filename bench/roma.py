@@ -2,10 +2,10 @@
 side in one run, under one step load.
 
 Two models of different cost, each with its SLA: the digits MLP (64 → 32 → 10; p95 ≤ 20 ms) and
-a CNN on 32×32 digits (two 3×3 convolutions of 32 and 64 filters, p95 ≤ 100 ms), both trained
-here and served as float TFLite under LiteRT by every contender. The load is open-loop Poisson,
+a CNN on 96×96 digits (five 3×3 convolutions of 32 to 128 filters, ~5 ms a row on one core;
+p95 ≤ 100 ms), both trained here and served as float TFLite under LiteRT by every contender. The load is open-loop Poisson,
 low → high → low for each model at once (``hyperfleet loadgen``'s :func:`run_load`), the same
-seeds for every contender. Contenders, each a server process of its own, one after another:
+seeds for every contender, as JSON tensors (the KServe v2 encoding every contender speaks). Contenders, each a server process of its own, one after another:
 
 - ``roma``: ``hyperfleet serve`` with the PI core controller (0.1 to 1 core per model);
 - ``static-max``: the same server, each model held at its maximum (1 core), no control;
@@ -57,8 +57,10 @@ from cloud.roma.loadgen import Step, run_load  # noqa: E402
 
 RESULTS = ROOT / "results"
 PEER_VENV = ROOT / ".mlserver-venv"
-PEER_PACKAGES = ["mlserver==1.7.1", "ai-edge-litert==2.3.0", "numpy==2.4.6"]
+# uvloop 0.22 breaks MLServer 1.7's parallel workers (SeldonIO/MLServer#2286): pinned below it.
+PEER_PACKAGES = ["mlserver==1.7.1", "uvloop==0.21.0", "ai-edge-litert==2.3.0", "numpy==2.4.6"]
 SLA_MS = {"mlp": 20.0, "cnn": 100.0}
+MAX_BATCH = {"mlp": 16, "cnn": 8}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +79,19 @@ def _train_models(work: Path) -> list[Model]:
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target
-    images = np.kron(x.reshape(-1, 8, 8), np.ones((4, 4), np.float32))[..., None]  # 32×32×1
+    images = np.kron(x.reshape(-1, 8, 8), np.ones((12, 12), np.float32))[..., None]  # 96×96×1
     keras.utils.set_random_seed(0)
     mlp = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
                             keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+
+    def conv(filters: int) -> Any:
+        return keras.layers.Conv2D(filters, 3, activation="relu", padding="same")
+
     cnn = keras.Sequential([
-        keras.Input((32, 32, 1)),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(64, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
+        keras.Input((96, 96, 1)),
+        conv(32), conv(32), keras.layers.MaxPooling2D(),
+        conv(64), conv(64), keras.layers.MaxPooling2D(),
+        conv(128), keras.layers.MaxPooling2D(),
         keras.layers.Flatten(),
         keras.layers.Dense(64, activation="relu"),
         keras.layers.Dense(10, activation="softmax"),
@@ -94,7 +99,7 @@ def _train_models(work: Path) -> list[Model]:
     models = []
     for name, model, data in (("mlp", mlp, x), ("cnn", cnn, images)):
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(data[:1400], y[:1400], epochs=3 if name == "cnn" else 10, verbose=0)
+        model.fit(data[:1400], y[:1400], epochs=2 if name == "cnn" else 10, verbose=0)
         acc = model.evaluate(data[1400:], y[1400:], verbose=0)[1]
         path = work / f"{name}.tflite"
         path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
@@ -129,7 +134,7 @@ def _roma_repository(work: Path, models: list[Model], cores: dict[str, float]) -
         (repo / m.name / "1").mkdir(parents=True)
         shutil.copy(m.tflite, repo / m.name / "1" / "model.tflite")
         (repo / m.name / "config.toml").write_text(
-            f"sla_ms = {SLA_MS[m.name]}\nmax_batch = 16\nmax_queue = 512\n"
+            f"sla_ms = {SLA_MS[m.name]}\nmax_batch = {MAX_BATCH[m.name]}\nmax_queue = 512\n"
             f"initial_cores = {cores['initial']}\nmin_cores = {cores['min']}\n"
             f"max_cores = {cores['max']}\n"
         )
@@ -154,10 +159,14 @@ def _start_roma(work: Path, models: list[Model], c: Contender, log: Path) -> tup
 
 def _ensure_peer_venv() -> Path:
     python = PEER_VENV / "bin" / "python"
+    stamp = PEER_VENV / ".installed"
+    if stamp.exists() and stamp.read_text() == " ".join(PEER_PACKAGES):
+        return python
     if not python.exists():
         print(f"making MLServer's virtualenv in {PEER_VENV} (once)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    stamp.write_text(" ".join(PEER_PACKAGES))
     return python
 
 
@@ -177,7 +186,9 @@ def _start_mlserver(work: Path, models: list[Model], c: Contender, log: Path) ->
         shutil.copy(m.tflite, folder / "model.tflite")
         (folder / "model-settings.json").write_text(json.dumps({
             "name": m.name, "implementation": "litert_runtime.LiteRTModel",
-            "max_batch_size": 16, "max_batch_time": c.settings.get("max_batch_time", 0.002),
+            "max_batch_size": MAX_BATCH[m.name], "max_batch_time": c.settings.get("max_batch_time", 0.002),
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *m.x.shape[1:]]}],
+            "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 10]}],
             "parameters": {"uri": str(folder / "model.tflite"), "extra": {"threads": 1}},
         }))  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "roma_peer")}
@@ -231,13 +242,13 @@ async def _poll_stats(url: str, models: list[Model], trace: list[dict[str, Any]]
                 async with s.get(f"{url}/v2/models/{m.name}/stats") as r:
                     doc = await r.json()
                 row[m.name] = {k: doc.get(k) for k in ("cores", "window_response_ms", "queued",
-                                                       "core_seconds", "window_compute_p50_ms")}  # fmt: skip
+                                                       "core_seconds", "window_compute_p50_ms", "window_p50_ms")}  # fmt: skip
             trace.append(row)
             await asyncio.sleep(1.0)
 
 
 def _pattern(model: str, phase_s: float, scale: float) -> tuple[Step, ...]:
-    low, high = {"mlp": (40.0, 300.0), "cnn": (8.0, 60.0)}[model]
+    low, high = {"mlp": (40.0, 300.0), "cnn": (15.0, 110.0)}[model]
     return (Step(rate=low * scale, duration_s=phase_s), Step(rate=high * scale, duration_s=phase_s),
             Step(rate=low * scale, duration_s=phase_s))  # fmt: skip
 
@@ -252,13 +263,13 @@ async def _run_contender(
         await _wait_ready(url, models, proc, log)
         # Warm up: a few seconds of low load, not measured.
         await asyncio.gather(*(run_load(url, model=m.name, steps=(Step(rate=10, duration_s=3),),
-                                        samples=m.x, binary=True, progress=False) for m in models))  # fmt: skip
+                                        samples=m.x, binary=False, progress=False) for m in models))  # fmt: skip
         trace: list[dict[str, Any]] = []
         poller = asyncio.create_task(_poll_stats(url, models, trace)) if c.kind == "roma" else None
         cpu0, t0 = _cpu_seconds(proc), time.monotonic()
         reports = await asyncio.gather(*(
             run_load(url, model=m.name, steps=_pattern(m.name, phase_s, scale), samples=m.x,
-                     binary=True, sla_ms=SLA_MS[m.name], seed=seed + i, progress=False)
+                     binary=False, sla_ms=SLA_MS[m.name], seed=seed + i, progress=False)
             for i, m in enumerate(models)
         ))  # fmt: skip
         wall, cpu = time.monotonic() - t0, _cpu_seconds(proc) - cpu0
@@ -284,6 +295,9 @@ async def _run_contender(
             computes = [row[m.name]["window_compute_p50_ms"] for row in trace[: int(phase_s)]
                         if row[m.name]["window_compute_p50_ms"] is not None]  # fmt: skip
             per["low_load_compute_p50_ms"] = float(np.median(computes)) if computes else None
+            inside = [row[m.name]["window_p50_ms"] for row in trace[: int(phase_s)]
+                      if row[m.name]["window_p50_ms"] is not None]  # fmt: skip
+            per["low_load_server_p50_ms"] = float(np.median(inside)) if inside else None
         else:
             per["core_seconds"] = None
         result["models"][m.name] = per
@@ -326,7 +340,8 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="roma-bench-"))
     models = _train_models(work)
-    phase, scale = (5.0, 0.5) if args.quick else (args.phase_s, 1.0)
+    phase = 5.0 if args.quick else args.phase_s
+    scale = args.scale if args.scale is not None else (0.5 if args.quick else 1.0)
     tuning: dict[str, list[dict[str, Any]]] = {"roma": [], "mlserver": []}
     final: list[dict[str, Any]] = []
     for trial in range(args.trials):
@@ -355,6 +370,9 @@ def _verdict(runs: list[dict[str, Any]], work: Path) -> dict[str, Any]:
     m = roma["models"]["mlp"]
     if m.get("low_load_compute_p50_ms") is not None and m["low_load_p50_ms"] is not None:
         overhead = m["low_load_p50_ms"] - m["low_load_compute_p50_ms"]
+    inside = None
+    if m.get("low_load_compute_p50_ms") is not None and m.get("low_load_server_p50_ms") is not None:
+        inside = m["low_load_server_p50_ms"] - m["low_load_compute_p50_ms"]
     return {
         "benchmark": "roma",
         "machine": {"cpus": os.cpu_count()},
@@ -370,6 +388,7 @@ def _verdict(runs: list[dict[str, Any]], work: Path) -> dict[str, Any]:
             else roma["windows_violating_share"] < peer["windows_violating_share"],
             "static_max_windows_violating_share": smax["windows_violating_share"],
             "serving_overhead_p50_ms_small_model": overhead,
+            "server_internal_overhead_p50_ms_small_model": inside,
         },
     }
 
@@ -404,6 +423,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--phase-s", type=float, default=20.0, help="seconds per load step")
+    parser.add_argument("--scale", type=float, default=None, help="load multiplier (default 1)")
     parser.add_argument("--trials", type=int, default=2, choices=[1, 2, 3])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)

@@ -372,4 +372,6 @@ async def run_demo(s: DemoSettings) -> int:
     if not summary["reached"]:
         print(f"the target was not reached: {outcome['reason'].replace('_', ' ')}", file=sys.stderr)
         return EXIT_NOT_REACHED
+    if serving is not None and not serving["served"]:
+        return EXIT_FAILED  # trained and published, but the served half of the demo failed (said above)
     return EXIT_OK

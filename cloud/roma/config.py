@@ -119,6 +119,10 @@ class ControllerConfig(_Strict):
     ki: float = Field(default=0.6, ge=0)
     setpoint_ratio: float = Field(default=0.8, gt=0, le=1)
     quantum: float = Field(default=0.1, gt=0, le=1)
+    feedforward: bool = True
+    """Floor each model's cores at its measured demand (arrival rate × CPU time per row, plus
+    the backlog) over ``utilisation``; off: the PI loop alone."""
+    utilisation: float = Field(default=0.7, gt=0, le=1)
 
 
 class ServeConfig(_Strict):

@@ -8,7 +8,15 @@ set point ``S = setpoint_ratio x SLA``::
 
     e = clamp(1 - S / RT, -1, 1)          RT: the window's SLA percentile (seconds)
     I <- clamp(I + ki·e·dt, min, max)     integral clamping and conditional integration
-    u = kp·e + I                          cores, quantised up to ``quantum``, clamped
+    f = demand / utilisation              feed-forward: the cores the arrivals need
+    u = max(f, kp·e + I)                  cores, quantised up to ``quantum``, clamped
+
+The feed-forward term (``demand``: arrival rate × CPU seconds per row, plus the backlog to clear
+within a period; see :meth:`ServedModel.demand_cores`) is a floor: response time against cores is
+flat and then a cliff for a queue, and a PI loop alone rides down the flat part onto the cliff at
+every step in load (static feed-forward plus feedback, Åström & Murray, *Feedback Systems*,
+2008, §7.5). While the floor binds, the integral tracks it (``I = f - kp·e``), so the PI part
+takes over from the floor without a jump when the measured demand falls.
 
 ``e > 0`` (slower than the set point) adds cores, ``e < 0`` removes them; ``RT = None`` (no
 request in the window) decays the allocation toward ``min_cores`` at ``idle_error``.
@@ -39,6 +47,8 @@ class ControllerSettings:
     setpoint_ratio: float = 0.8
     idle_error: float = -0.25
     """The error assumed for a window with no requests."""
+    utilisation: float = 0.7
+    """Target utilisation of the cores the feed-forward term gives (``demand / utilisation``)."""
 
     def __post_init__(self) -> None:
         for name in ("kp", "ki"):
@@ -51,6 +61,8 @@ class ControllerSettings:
             raise ValueError(f"min_cores {self.min_cores} is above max_cores {self.max_cores}")
         if not 0 < self.setpoint_ratio <= 1:
             raise ValueError(f"setpoint_ratio must be in (0, 1], got {self.setpoint_ratio}")
+        if not 0 < self.utilisation <= 1:
+            raise ValueError(f"utilisation must be in (0, 1], got {self.utilisation}")
         if not -1 <= self.idle_error <= 0:
             raise ValueError(f"idle_error must be in [-1, 0], got {self.idle_error}")
 
@@ -63,6 +75,7 @@ class ControlDecision:
     error: float
     p_term: float
     i_term: float
+    feedforward: float
     raw: float
     cores: float
     saturated: bool
@@ -87,7 +100,8 @@ class CoreController:
         self.integral = min(max(initial_cores, s.min_cores), s.max_cores)
         self.cores = self._clamp(quantise(self.integral, s.quantum))
         self.last = ControlDecision(response_s=None, error=0.0, p_term=0.0, i_term=self.integral,
-                                    raw=self.integral, cores=self.cores, saturated=False)  # fmt: skip
+                                    feedforward=0.0, raw=self.integral, cores=self.cores,
+                                    saturated=False)  # fmt: skip
 
     def _clamp(self, cores: float) -> float:
         s = self.settings
@@ -95,9 +109,13 @@ class CoreController:
         hi = quantise(s.max_cores, s.quantum, up=False)
         return min(max(cores, lo), max(hi, lo))
 
-    def step(self, response_s: float | None, dt_s: float | None = None) -> float:
-        """The next allocation from the window's response time (seconds; ``None``: idle)."""
+    def step(
+        self, response_s: float | None, dt_s: float | None = None, *, demand: float = 0.0
+    ) -> float:
+        """The next allocation from the window's response time (seconds; ``None``: idle) and the
+        measured CPU demand (cores busy at 100%; 0 leaves the feed-forward out)."""
         s = self.settings
+        feedforward = max(0.0, demand) / s.utilisation if math.isfinite(demand) else 0.0
         dt = s.period_s if dt_s is None else dt_s
         if response_s is None:
             error = s.idle_error
@@ -112,6 +130,9 @@ class CoreController:
         if not (pushing_up or pushing_down):
             self.integral = min(max(self.integral + s.ki * error * dt, s.min_cores), s.max_cores)
         raw = p_term + self.integral
+        if feedforward > raw:
+            raw = feedforward
+            self.integral = min(max(feedforward - p_term, s.min_cores), s.max_cores)
         cores = self._clamp(quantise(raw, s.quantum))
         self.cores = cores
         self.last = ControlDecision(
@@ -119,6 +140,7 @@ class CoreController:
             error=error,
             p_term=p_term,
             i_term=self.integral,
+            feedforward=feedforward,
             raw=raw,
             cores=cores,
             saturated=raw >= s.max_cores or raw <= s.min_cores,

@@ -222,6 +222,10 @@ async def run_load(
     client_timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
         meta = await _metadata(session, base)
+        if not meta.get("inputs"):
+            raise LoadgenError(
+                f"{base}: the model's metadata declares no inputs to shape requests by"
+            )
         spec = meta["inputs"][0]
         dtype = DATATYPES[spec["datatype"]]
         if samples is None:

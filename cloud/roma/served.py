@@ -116,6 +116,9 @@ class ServedModel:
         self._loop_task: asyncio.Task[None] | None = None
         self._cores_since = time.monotonic()
         self._done_rate = _Rate()
+        self._arrival_rows = _Rate()
+        self.cpu_s_per_row: float | None = None
+        """CPU seconds one row costs on a CPU worker (EWMA over batches; ``None`` until one ran)."""
         self.enforce_quota = True
         """Hold CPU use to :attr:`cores` (off: workers run unthrottled, a baseline)."""
         self.compute_window = LatencyWindow(config.window_s)
@@ -237,6 +240,7 @@ class ServedModel:
         future: asyncio.Future[InferResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(x=x, arrived=now, future=future))
         self._queued_rows += int(x.shape[0])
+        self._arrival_rows.add(now, int(x.shape[0]))
         self._wake.set()
         return await future
 
@@ -248,6 +252,15 @@ class ServedModel:
         self.cores = cores
         self.quota.set_cores(cores)
         self._wake.set()
+
+    def demand_cores(self, now: float, horizon_s: float) -> float:
+        """CPU cores the arrivals need at 100% busy: rows arriving per second (over the last
+        2 s) times the CPU seconds a row costs, plus the queued rows' CPU time spread over
+        ``horizon_s`` (seconds; the control period). 0 before any batch has run."""
+        if self.cpu_s_per_row is None:
+            return 0.0
+        backlog = self._queued_rows * self.cpu_s_per_row / max(horizon_s, 1e-3)
+        return self._arrival_rows.rate(now) * self.cpu_s_per_row + backlog
 
     def core_seconds(self) -> float:
         """Core-seconds allocated to this version so far."""
@@ -340,6 +353,9 @@ class ServedModel:
         if worker.device == "cpu":
             self.quota.charge(compute_s * worker.threads, done)
             self.counters.batches += 1
+            per_row = compute_s * worker.threads / max(1, int(x.shape[0]))
+            old = self.cpu_s_per_row
+            self.cpu_s_per_row = per_row if old is None else old + 0.2 * (per_row - old)
         else:
             self.counters.gpu_batches += 1
         profile.observe(int(x.shape[0]), compute_s)
@@ -370,16 +386,18 @@ class ServedModel:
 
 
 class _Rate:
-    """Completions per second over the last few seconds."""
+    """Events (or rows) per second over the last few seconds."""
 
     def __init__(self, horizon_s: float = 2.0) -> None:
         self._horizon = horizon_s
-        self._times: deque[float] = deque()
+        self._events: deque[tuple[float, int]] = deque()
+        self._total = 0
 
-    def add(self, now: float) -> None:
-        self._times.append(now)
+    def add(self, now: float, n: int = 1) -> None:
+        self._events.append((now, n))
+        self._total += n
 
     def rate(self, now: float) -> float:
-        while self._times and self._times[0] < now - self._horizon:
-            self._times.popleft()
-        return len(self._times) / self._horizon
+        while self._events and self._events[0][0] < now - self._horizon:
+            self._total -= self._events.popleft()[1]
+        return self._total / self._horizon

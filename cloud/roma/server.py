@@ -237,6 +237,7 @@ class RomaServer:
             min_cores=config.min_cores,
             max_cores=min(config.max_cores, self.capacity),
             setpoint_ratio=c.setpoint_ratio,
+            utilisation=c.utilisation,
         )
         return CoreController(
             sla_s=config.sla_s,
@@ -261,7 +262,12 @@ class RomaServer:
             if static:
                 wanted[name] = entry.controller.cores
             else:
-                wanted[name] = entry.controller.step(response, dt_s)
+                demand = (
+                    entry.served.demand_cores(now, self.config.controller.period_s)
+                    if self.config.controller.feedforward
+                    else 0.0
+                )
+                wanted[name] = entry.controller.step(response, dt_s, demand=demand)
             minimum[name] = cfg.min_cores
         if not wanted:
             return {}
@@ -283,6 +289,7 @@ class RomaServer:
                 "wanted": wanted[name],
                 "cores": cores,
                 "error": round(decision.error, 4),
+                "feedforward": round(decision.feedforward, 3),
                 "saturated": decision.saturated,
                 "queued": entry.served.queued,
             }

@@ -54,6 +54,13 @@ def test_demo_with_four_agents_reaches_its_target(tmp_path: Path, mosquitto_bina
     assert model["tflite_agreement"] >= 0.99
     png = out / "accuracy.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The model it trained is served by ROMA, and its served answers are the exported model's.
+    serving = summary["serving"]
+    assert serving["served"] is True, proc.stderr[-3000:]
+    assert serving["version"] == summary["model"]["version"]
+    assert serving["rows"] > 0 and serving["requests"] > 0
+    assert abs(serving["accuracy"] - summary["final_accuracy"]) <= 0.02
+    assert "served digits-mlp" in proc.stdout
 
 
 def test_demo_says_clearly_when_the_target_is_out_of_reach(

@@ -48,6 +48,62 @@ def simulate(load: list[float], *, max_cores: float = 4.0) -> list[tuple[float, 
     return trace
 
 
+def cliff_response_time(load_rps: float, cores: float) -> float:
+    """A queue of fixed-cost requests (M/D/1-like): flat until the cores are nearly busy, then
+    a cliff; saturated: 1 s."""
+    rho = load_rps * SERVICE_S / cores
+    if rho >= 1:
+        return 1.0
+    return min(1.0, 2 * SERVICE_S * (1 + rho / (2 * (1 - rho))))
+
+
+def simulate_cliff(load: list[float], *, feedforward: bool) -> list[tuple[float, float]]:
+    controller = CoreController(sla_s=SLA, settings=ControllerSettings(max_cores=4.0),
+                                initial_cores=1.0)  # fmt: skip
+    trace = []
+    cores = controller.cores
+    for rps in load:
+        rt = cliff_response_time(rps, cores)
+        trace.append((cores, rt))
+        demand = rps * SERVICE_S if feedforward else 0.0
+        cores = controller.step(rt, 1.0, demand=demand)
+    return trace
+
+
+def test_feedforward_keeps_a_step_in_load_inside_the_sla_where_pi_alone_breaks_it() -> None:
+    load = [100.0] * 20 + [250.0] * 30 + [100.0] * 30
+    pi = simulate_cliff(load, feedforward=False)
+    ff = simulate_cliff(load, feedforward=True)
+    violations = [sum(rt > SLA for _, rt in trace) for trace in (pi, ff)]
+    assert violations[1] < violations[0]
+    # Only the window in which the step happens is late: the next has the cores it needs.
+    assert [i for i, (_, rt) in enumerate(ff) if rt > SLA] == [20]
+    # Cores stay at or above demand / utilisation, and are given back after the step down.
+    assert all(cores >= rps * SERVICE_S / 0.7 - 1e-9
+               for (cores, _), rps in zip(ff[1:], load, strict=False))  # fmt: skip
+    assert ff[-1][0] < ff[49][0]
+
+
+def test_the_integral_tracks_the_feedforward_floor_so_pi_takes_over_without_a_jump() -> None:
+    c = CoreController(sla_s=SLA, settings=ControllerSettings(max_cores=4.0), initial_cores=0.1)
+    c.step(0.010, 1.0, demand=1.4)  # fast answers, but a demand of 1.4 cores: the floor binds
+    assert c.cores == pytest.approx(2.0)
+    assert c.last.feedforward == pytest.approx(2.0)
+    # The demand vanishes: the PI part goes on from the floor, one integral step lower.
+    after = c.step(0.010, 1.0, demand=0.0)
+    assert 1.0 <= after < 2.0
+
+
+def test_a_bad_demand_is_ignored_and_utilisation_is_checked() -> None:
+    c = CoreController(sla_s=SLA, settings=ControllerSettings(), initial_cores=0.5)
+    c.step(0.016, 1.0, demand=float("nan"))
+    assert c.last.feedforward == 0.0
+    c.step(0.016, 1.0, demand=-3.0)
+    assert c.last.feedforward == 0.0
+    with pytest.raises(ValueError, match="utilisation"):
+        ControllerSettings(utilisation=0.0)
+
+
 def test_step_response_meets_the_sla_after_a_step_up_and_releases_cores_after_a_step_down() -> None:
     trace = simulate([100.0] * 20 + [250.0] * 30 + [100.0] * 30)
     low, high, back = trace[:20], trace[20:50], trace[50:]
