@@ -75,16 +75,22 @@ class Policy(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class StaticPolicy:
-    cores: int
-    name: str = "static"
+class _IgnoresStages:
+    """For policies that do not follow stages: their events are no-ops."""
+
+    __slots__ = ()
 
     def stage_started(self, key: str, now_s: float, tasks: int) -> None:
         pass
 
     def stage_completed(self, key: str, now_s: float) -> None:
         pass
+
+
+@dataclass(slots=True)
+class StaticPolicy(_IgnoresStages):
+    cores: int
+    name: str = "static"
 
     def decide(
         self, now_s: float, progress: Mapping[str, tuple[float, int]], pending: int, slots: int
@@ -110,7 +116,7 @@ class DeadlinePolicy:
 
 
 @dataclass(slots=True)
-class DynamicAllocationPolicy:
+class DynamicAllocationPolicy(_IgnoresStages):
     """Spark's dynamic allocation, in cores: ``min_cores`` to ``max_cores``, starting at
     ``initial_cores``."""
 
@@ -130,12 +136,6 @@ class DynamicAllocationPolicy:
 
     def __post_init__(self) -> None:
         self._target = self.initial_cores
-
-    def stage_started(self, key: str, now_s: float, tasks: int) -> None:
-        pass
-
-    def stage_completed(self, key: str, now_s: float) -> None:
-        pass
 
     def decide(
         self, now_s: float, progress: Mapping[str, tuple[float, int]], pending: int, slots: int
