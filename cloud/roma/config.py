@@ -123,6 +123,9 @@ class ControllerConfig(_Strict):
     """Floor each model's cores at its measured demand (arrival rate × CPU time per row, plus
     the backlog) over ``utilisation``; off: the PI loop alone."""
     utilisation: float = Field(default=0.7, gt=0, le=1)
+    window_s: float = Field(default=2.0, gt=0, le=3600)
+    """The controller reads the SLA percentile over the last ``window_s`` seconds (at most the
+    model's SLA window): a spike leaves its view sooner than the SLA window's."""
 
 
 class ServeConfig(_Strict):

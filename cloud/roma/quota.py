@@ -2,8 +2,9 @@
 
 The kernel's CFS bandwidth control (``cpu.max`` = ``quota period``) lets a group run ``quota``
 microseconds of CPU per ``period``; ``cores = quota / period``. :class:`CpuQuota` does the same
-for a model's worker processes without cgroups: every batch charges its compute time times its
-worker's threads, the bucket refills at ``cores`` core-seconds per second and holds at most
+for a model's worker processes without cgroups: every batch charges the CPU seconds its worker
+process used for it (all threads, as the kernel counts; not wall time, which a preempted worker
+spends without the CPU), the bucket refills at ``cores`` core-seconds per second and holds at most
 ``burst_s`` seconds' worth, and a model whose bucket is empty waits :meth:`wait_s` before its
 next batch. Fractional allocations (0.1 core) thereby mean something on any machine; where the
 process may write ``cpu.max`` the kernel enforces the same number. Pure: times are passed in.

@@ -334,7 +334,7 @@ class ServedModel:
         started = time.monotonic()
         x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
         try:
-            outputs, compute_s = await worker.infer(x)
+            outputs, compute_s, cpu_s = await worker.infer(x)
         except RomaError as exc:
             self.counters.failed += len(batch)
             for p in batch:
@@ -351,9 +351,9 @@ class ServedModel:
             self._wake.set()
         done = time.monotonic()
         if worker.device == "cpu":
-            self.quota.charge(compute_s * worker.threads, done)
+            self.quota.charge(cpu_s, done)
             self.counters.batches += 1
-            per_row = compute_s * worker.threads / max(1, int(x.shape[0]))
+            per_row = cpu_s / max(1, int(x.shape[0]))
             old = self.cpu_s_per_row
             self.cpu_s_per_row = per_row if old is None else old + 0.2 * (per_row - old)
         else:

@@ -257,7 +257,9 @@ class RomaServer:
             if entry.served is None or entry.controller is None:
                 continue
             cfg = entry.served.config
-            response = entry.served.window.percentile(now, cfg.percentile)
+            response = entry.served.window.percentile(
+                now, cfg.percentile, within_s=min(self.config.controller.window_s, cfg.window_s)
+            )
             observed[name] = response
             if static:
                 wanted[name] = entry.controller.cores

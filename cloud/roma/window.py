@@ -39,11 +39,15 @@ class LatencyWindow:
         self._prune(now)
         return len(self._samples)
 
-    def percentile(self, now: float, q: float) -> float | None:
+    def percentile(self, now: float, q: float, *, within_s: float | None = None) -> float | None:
+        """The ``q``-th percentile of the window, or of its last ``within_s`` seconds only
+        (the controller's shorter view); ``None`` when there is no sample."""
         self._prune(now)
-        if not self._samples:
+        since = now - within_s if within_s is not None else -np.inf
+        samples = [s for t, s in self._samples if t >= since]
+        if not samples:
             return None
-        return float(np.percentile([s for _, s in self._samples], q))
+        return float(np.percentile(samples, q))
 
     def violation_share(self, now: float, sla_s: float) -> float | None:
         """The share of the window's requests slower than ``sla_s``; ``None`` when empty."""

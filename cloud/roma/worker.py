@@ -5,7 +5,7 @@ crashes costs its batch (an error for those requests), not the server.
 ::
 
     worker = await Worker.start(path, threads=1, device="cpu", warm_batches=(1, 32))
-    outputs, compute_s = await worker.infer(batch)     # batch: [n, *input shape]
+    outputs, compute_s, cpu_s = await worker.infer(batch)   # batch: [n, *input shape]
     await worker.stop()
 
 ``device="gpu"`` marks the worker that the dispatcher treats as the node's GPU. Where NVML
@@ -78,9 +78,9 @@ def _child(
         if message is None:
             return
         try:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = runtime.predict(message)
-            conn.send(("ok", out, time.perf_counter() - t0))
+            conn.send(("ok", out, time.perf_counter() - t0, time.process_time() - c0))
         except Exception as exc:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
@@ -150,9 +150,11 @@ class Worker:
     def alive(self) -> bool:
         return bool(self._process.is_alive())
 
-    async def infer(self, batch: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], float]:
-        """Run one batch; return the outputs and the compute time (seconds, measured in the
-        child). Raises :class:`ModelUnavailable` when the worker has died or fails the batch."""
+    async def infer(self, batch: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], float, float]:
+        """Run one batch; return the outputs, the compute time (wall seconds, measured in the
+        child) and the CPU seconds the child used for it (all its threads; what a cgroup's
+        ``cpu.max`` would charge: a preempted worker's wall time is not CPU it used). Raises
+        :class:`ModelUnavailable` when the worker has died or fails the batch."""
         async with self._lock:
             loop = asyncio.get_running_loop()
             try:
@@ -161,7 +163,7 @@ class Worker:
                 raise ModelUnavailable(f"worker {self.pid} died: {exc}") from exc
         if reply[0] != "ok":
             raise ModelUnavailable(f"worker {self.pid} failed the batch: {reply[1]}")
-        return reply[1], float(reply[2])
+        return reply[1], float(reply[2]), float(reply[3])
 
     def _roundtrip(self, batch: npt.NDArray[Any]) -> tuple[Any, ...]:
         self._conn.send(batch)

@@ -314,3 +314,13 @@ def test_latency_window_forgets_what_is_older_than_the_window() -> None:
     assert window.violation_share(9.95, 0.090) == pytest.approx(10 / 50)
     with pytest.raises(ValueError, match="window_s"):
         LatencyWindow(0.0)
+
+
+def test_the_controllers_shorter_view_of_the_window_forgets_a_spike_sooner() -> None:
+    window = LatencyWindow(5.0)
+    window.add(1.0, 0.500)  # one spike
+    for i in range(2, 41):  # t = 1.2 .. 5.0 s
+        window.add(1.0 + i / 10, 0.005)
+    assert window.percentile(5.5, 100) == pytest.approx(0.500)  # the SLA window still holds it
+    assert window.percentile(5.5, 100, within_s=2.0) == pytest.approx(0.005)  # the view does not
+    assert window.percentile(5.5, 95, within_s=0.01) is None
