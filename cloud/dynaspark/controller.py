@@ -191,8 +191,11 @@ class JobController:
             planned = self.plan.stage(key)
         deadline = planned.deadline_s if planned is not None else self.deadline_s
         cores = planned.cores if planned is not None else self.settings.max_cores
-        # A stage that starts late keeps its deadline: the controller makes up the delay.
-        controller = StageController(stage, start_s=now_s, deadline_s=max(deadline, now_s + 1e-3),
+        # A stage that starts late keeps its deadline: the controller makes up the delay. One
+        # that starts before its planned start (the first, while executors start) ramps from
+        # the planned start: no progress is expected before there are cores to make it.
+        start = now_s if planned is None else max(now_s, min(planned.start_s, deadline - 1e-3))
+        controller = StageController(stage, start_s=start, deadline_s=max(deadline, now_s + 1e-3),
                                      planned_cores=cores, settings=self.settings)  # fmt: skip
         self._running[key] = _Running(controller=controller, tasks_left=tasks)
 
