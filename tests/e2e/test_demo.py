@@ -58,7 +58,8 @@ def test_demo_with_four_agents_reaches_its_target(tmp_path: Path, mosquitto_bina
     serving = summary["serving"]
     assert serving["served"] is True, proc.stderr[-3000:]
     assert serving["version"] == summary["model"]["version"]
-    assert serving["rows"] > 0 and serving["requests"] > 0
+    assert serving["rows"] > 0
+    assert serving["requests"] > 0
     assert abs(serving["accuracy"] - summary["final_accuracy"]) <= 0.02
     assert "served digits-mlp" in proc.stdout
 
