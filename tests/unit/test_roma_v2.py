@@ -96,3 +96,10 @@ def test_binary_sizes_must_add_up_to_the_bytes_sent() -> None:
         parse_infer_request(body + b"\0", header_length=n)
     with pytest.raises(InferenceRequestError, match=HEADER_LENGTH):
         parse_infer_request(body, header_length=len(body) + 1)
+
+
+def test_json_that_nests_too_deeply_or_has_nan_is_refused_by_name() -> None:
+    with pytest.raises(InferenceRequestError, match="nested too deeply"):
+        parse_infer_request(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(InferenceRequestError, match="not valid JSON"):
+        parse_infer_request(b'{"inputs": [{"name": "x", "data": [NaN]}]}')
