@@ -8,12 +8,12 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP := 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test check lint typecheck unit bench venv mosquitto clean
+.PHONY: demo test check lint typecheck unit bench venv mosquitto java clean
 
 demo: $(STAMP) mosquitto
 	$(BIN)/hyperfleet demo $(ARGS)
 
-test: $(STAMP) mosquitto lint typecheck
+test: $(STAMP) mosquitto java lint typecheck
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 check: lint typecheck
@@ -49,6 +49,17 @@ mosquitto:
 	  else \
 	    echo "mosquitto is not installed and this is not root: install it (sudo apt-get install mosquitto," \
 	         "brew install mosquitto) or the embedded broker is used where a test allows it"; \
+	  fi; }
+
+# Spark needs a Java 17 runtime; the same rule as for Mosquitto.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing a Java 17 runtime with apt-get (for Spark)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
+	  else \
+	    echo "java is not installed and this is not root: install a Java 17 runtime" \
+	         "(sudo apt-get install openjdk-17-jre-headless) or the Spark tests are skipped"; \
 	  fi; }
 
 clean:

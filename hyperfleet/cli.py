@@ -1,4 +1,4 @@
-"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | serve | loadgen | watch``.
+"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | serve | loadgen | spark | watch``.
 
 Each command builds its settings object here, from flags and ``HYPERFLEET_*`` environment
 variables, configures logging, and hands over to library code that takes keyword arguments.
@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=absolute_path, default=None, help="also write the JSON here")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))
 
+    from .spark import add_spark_parser
+
+    add_spark_parser(sub)
+
     p = sub.add_parser("watch", help="print decoded messages from the topic tree")
     p.add_argument("--count", type=int, default=0, help="stop after this many messages (0: never)")
     _common(p)
@@ -263,7 +267,11 @@ def _leaf(exc: BaseException) -> BaseException:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit status (see :mod:`.exits`)."""
-    args = build_parser().parse_args(argv)
+    from .spark import split_script_args
+
+    ours, script_args = split_script_args(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(ours)
+    args.script_args = script_args
     try:
         return _dispatch(args)
     except Exception as exc:  # classified here, once; anything unclassified propagates
@@ -319,6 +327,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         lsettings = loadgen_settings(args)
         return _run_until_signal(lambda: run_loadgen(lsettings))
+    if args.command == "spark":
+        from .spark import run_spark
+
+        return run_spark(args)
     if args.command == "watch":
         from .commands import run_watch
 

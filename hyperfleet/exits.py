@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.errors import AgentError, ConfigError
+from cloud.dynaspark import DynaSparkError
 from cloud.pipelines import PipelineError
 from cloud.roma import RomaError, ServeConfigError
 from coordinator.errors import CoordinatorError, JobConfigError
@@ -56,6 +57,7 @@ EXIT_STATUSES: Mapping[type[BaseException], int] = {
     CoordinatorError: EXIT_FAILED,
     PipelineError: EXIT_FAILED,
     RomaError: EXIT_FAILED,
+    DynaSparkError: EXIT_FAILED,
     ProtocolError: EXIT_FAILED,
     LinkError: EXIT_FAILED,
     OSError: EXIT_FAILED,
