@@ -8,6 +8,7 @@ a CI run that silently skips the broker tests proves nothing.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from uuid import uuid4
 
@@ -31,6 +32,23 @@ def _quiet_tensorflow() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
         yield
+
+
+_NO_JAVA = (
+    "no java on PATH; Spark needs a Java 17 runtime: make test installs it as root, or "
+    "sudo apt-get install openjdk-17-jre-headless"
+)
+
+
+@pytest.fixture(scope="session")
+def java() -> str:
+    """The ``java`` binary Spark needs; skips (fails under CI) when it is missing."""
+    binary = shutil.which("java")
+    if binary is None:
+        if _in_ci():
+            pytest.fail(f"CI is set but {_NO_JAVA}", pytrace=False)
+        pytest.skip(_NO_JAVA)
+    return binary
 
 
 @pytest.fixture(scope="session")
