@@ -35,6 +35,8 @@ class ModelFollower:
         self.installed = 0
         self.failed = 0
         self._pending: asyncio.Queue[ModelRef] = asyncio.Queue()
+        self.subscribed = asyncio.Event()
+        """Set once the first subscription to ``models/+/latest`` is in place."""
         self.gate = InboundGate(name="roma follower", handler=self._on_envelope,
                                 scope=lambda topic, env: None)  # fmt: skip
         self.session = MqttSession(
@@ -48,6 +50,7 @@ class ModelFollower:
 
     async def _subscribe(self, connection: MqttConnection) -> None:
         await connection.subscribe(f"{self.topics.prefix}/models/+/latest")
+        self.subscribed.set()
 
     def _on_envelope(self, topic: str, envelope: Envelope, nbytes: int) -> None:
         ref = envelope.body

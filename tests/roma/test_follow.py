@@ -53,6 +53,9 @@ def test_a_published_model_is_served_without_a_restart(
             aiohttp.ClientSession() as session,
         ):
             assert (await _version(session, runner.url, x))[0] == "1"
+            assert runner.follower is not None
+            # Frames published before the subscription would be lost, not dropped.
+            await asyncio.wait_for(runner.follower.subscribed.wait(), 30)
             data = (artifacts / "digits-v2.tflite").read_bytes()
             ref = ModelRef(name="digits", version=2, job_id="job", format="tflite",
                            url=files.url("digits-v2.tflite"),
