@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from link import atomic_write_bytes
-from protocol import Artifact, ModelRef, Weights
+from protocol import Artifact, ModelRef, Normalization, Weights
 
 from .errors import CoordinatorError
 from .model import GlobalModel
@@ -79,13 +79,15 @@ class ExportReport:
         job_id: str,
         accuracy: float,
         base_url: str | None = None,
+        normalization: Normalization | None = None,
     ) -> ModelRef:
         """The ``ModelRef`` announcing this export: the Keras file, the variants not refused
         (each with its sha256 and size), and every agreement in ``metrics``.
 
         ``base_url`` is the artifact server's (``http://host:port``, see
         :mod:`link.artifacts`): files are then named ``{base_url}/artifacts/{file}``, which any
-        host can fetch; without it, ``file://`` URLs that only this machine can open."""
+        host can fetch; without it, ``file://`` URLs that only this machine can open.
+        ``normalization``: how the training inputs were normalised, for serving."""
         kinds = {"tflite": "tflite_float", "tflite_dynamic": "tflite_dynamic"}
 
         def url(path: Path) -> str:
@@ -115,6 +117,7 @@ class ExportReport:
                 )
                 for fmt, path in self.variants().items()
             ),
+            normalization=normalization,
         )
 
 

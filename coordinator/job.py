@@ -5,6 +5,7 @@ Validated with pydantic at this untrusted edge; unknown keys are rejected, every
 
     job_id = "digits"
     holdout = "results/demo/data/holdout.npz"
+    normalization = "results/demo/data/normalization.json"   # optional, from the data pipeline
 
     [model]
     hidden = [64, 32]
@@ -25,11 +26,15 @@ Validated with pydantic at this untrusted edge; unknown keys are rejected, every
 
 from __future__ import annotations
 
+import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from protocol import Normalization
 
 from .errors import JobConfigError, StrategyError
 from .planners.settings import HYPERFL_DEFAULTS as _H
@@ -43,6 +48,7 @@ __all__ = [
     "RoundsSpec",
     "StrategySpec",
     "load_job",
+    "load_normalization",
     "min_updates",
 ]
 
@@ -131,6 +137,11 @@ class JobSpec(BaseModel):
     model_config = _Strict
     job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
     holdout: Path
+    normalization: Path | None = Field(
+        default=None,
+        description="the normalisation statistics the shards were made with (normalization.json "
+        "from the data pipeline); announced with the model so serving normalises the same way",
+    )
     seed: int = 0
     model: ModelSpec = Field(default_factory=ModelSpec)
     strategy: StrategySpec = Field(default_factory=StrategySpec)
@@ -212,4 +223,52 @@ def load_job(path: Path, **overrides: Any) -> JobSpec:
         raise JobConfigError(f"{path}: {problems}") from exc
     if not spec.holdout.is_absolute():
         spec = spec.model_copy(update={"holdout": (path.parent / spec.holdout).resolve()})
+    if spec.normalization is not None:
+        if not spec.normalization.is_absolute():
+            resolved = (path.parent / spec.normalization).resolve()
+            spec = spec.model_copy(update={"normalization": resolved})
+        load_normalization(spec.normalization)  # refused at start, not at export
     return spec
+
+
+def load_normalization(path: Path | None) -> Normalization | None:
+    """The statistics in ``path`` (``{"offset": [...], "scale": [...]}``, one number per
+    feature or one for all; other keys, such as the pipeline's ``mean`` and ``std``, are
+    ignored) as the :class:`protocol.Normalization` a ``ModelRef`` carries; ``None`` for no
+    file. Raises :class:`~coordinator.errors.JobConfigError` naming the file and the problem."""
+    if path is None:
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise JobConfigError(f"cannot read normalization {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise JobConfigError(f"normalization {path} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise JobConfigError(f"normalization {path} must be a JSON object")
+    values: dict[str, tuple[float, ...]] = {}
+    for key in ("offset", "scale"):
+        raw = doc.get(key)
+        raw = [raw] if isinstance(raw, (int, float)) and not isinstance(raw, bool) else raw
+        if (
+            not isinstance(raw, list)
+            or not raw
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)
+        ):
+            raise JobConfigError(
+                f"normalization {path}: {key!r} must be a number or a list of numbers"
+            )
+        if not all(math.isfinite(v) for v in raw):
+            raise JobConfigError(f"normalization {path}: {key!r} holds a non-finite number")
+        values[key] = tuple(float(v) for v in raw)
+    offset, scale = values["offset"], values["scale"]
+    if len(offset) != len(scale):
+        if len(offset) == 1:
+            offset = offset * len(scale)
+        elif len(scale) == 1:
+            scale = scale * len(offset)
+        else:
+            raise JobConfigError(
+                f"normalization {path}: offset has {len(offset)} values, scale {len(scale)}"
+            )
+    return Normalization(offset=offset, scale=scale)

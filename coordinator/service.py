@@ -26,7 +26,7 @@ from .checkpoint import CheckpointStore
 from .engine import JobProgress, StopReason, close_round, start, stop_reason, verdict
 from .export import ExportReport, export_model
 from .fleet import Fleet
-from .job import JobSpec
+from .job import JobSpec, load_normalization
 from .model import GlobalModel
 from .ownership import StateLock, load_epoch, save_epoch
 from .planners import Planner, RoundPlan, make_planner
@@ -73,6 +73,9 @@ class Coordinator:
         self._planner = planner
         self.strategy = strategy or make_strategy(spec.strategy.name, **spec.strategy.params)
         self._on_round = on_round
+        self.normalization = load_normalization(spec.normalization)
+        """How the training data was normalised (the job file's ``normalization``), announced
+        with the model."""
         self.artifact_base_url = artifact_base_url
         """Where ``out_dir/model`` is served over HTTP (``http://host:port``); the published
         ``ModelRef`` names its files there. ``None``: ``file://`` URLs (this machine only)."""
@@ -288,6 +291,7 @@ class Coordinator:
             job_id=self.spec.job_id,
             accuracy=progress.best_accuracy,
             base_url=self.artifact_base_url,
+            normalization=self.normalization,
         )
         try:
             await self.fleet.publish_model(ref)

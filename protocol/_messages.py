@@ -23,6 +23,7 @@ __all__ = [
     "JobState",
     "Message",
     "ModelRef",
+    "Normalization",
     "Status",
     "TrainConfig",
     "TrainIns",
@@ -171,6 +172,24 @@ class Artifact:
 
 
 @_record
+class Normalization:
+    """The input normalisation a model was trained with, shipped beside it so serving
+    normalises the same way: a model input is ``(x - offset) * scale``, per feature (one value
+    each in ``offset`` and ``scale``), or with one value for every feature. Finite numbers
+    (the codec checks), ``offset`` and ``scale`` of the same length; ``ValueError`` otherwise."""
+
+    offset: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.offset or len(self.offset) != len(self.scale):
+            raise ValueError(
+                f"normalization needs offset and scale of one length >= 1, got "
+                f"{len(self.offset)} and {len(self.scale)}"
+            )
+
+
+@_record
 class ModelRef(Message):
     """Retained on ``models/{name}/latest``: where the newest accepted model is and how to check
     it. ``format``/``url``/``sha256``/``size_bytes`` name the primary (Keras) file; ``variants``
@@ -186,6 +205,8 @@ class ModelRef(Message):
     size_bytes: int
     metrics: Mapping[str, float] = field(default_factory=dict)
     variants: tuple[Artifact, ...] = ()
+    normalization: Normalization | None = None
+    """How inputs were normalised in training (from the data pipeline), for serving."""
 
     def artifacts(self) -> tuple[Artifact, ...]:
         """Every file of the model: the primary first, then the variants."""

@@ -10,7 +10,12 @@ model's ``config.toml``. Versions are positive integers; the highest is served b
         └── 2/
             ├── model.tflite     a version installed from a ModelRef ...
             ├── model.keras
+            ├── normalization.json   how its inputs are normalised (shipped with the model)
             └── ref.json         ... and the reference it came from
+
+A version's ``normalization.json`` (``{"offset": [...], "scale": [...]}``, written from the
+``ModelRef`` or by hand) overrides the ``[normalization]`` table of ``config.toml`` for that
+version, so a rollback serves each version with its own statistics.
 
 :meth:`ModelRepository.install` writes a new version into a hidden temporary directory and
 renames it into place, so a reader never sees half a version.
@@ -18,6 +23,7 @@ renames it into place, so a reader never sees half a version.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -28,11 +34,13 @@ from typing import Any
 
 from link import atomic_write_json
 
-from .config import ModelConfig, load_model_config
+from .config import ModelConfig, Normalization, load_model_config
 from .errors import ModelNotFound, RepositoryError
 from .runtime import RUNTIME_SUFFIXES
 
-__all__ = ["ModelRepository"]
+__all__ = ["NORMALIZATION_FILE", "ModelRepository"]
+
+NORMALIZATION_FILE = "normalization.json"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -67,6 +75,23 @@ class ModelRepository:
         return load_model_config(
             self.root / check_name(name) / "config.toml", default=self.default_config
         )
+
+    def version_config(self, name: str, version: int) -> ModelConfig:
+        """The model's config for ``version``: its ``config.toml`` with the version's own
+        ``normalization.json`` in place of the ``[normalization]`` table when it has one.
+        Raises :class:`RepositoryError` for a bad ``normalization.json``."""
+        config = self.config(name)
+        path = self.root / check_name(name) / str(version) / NORMALIZATION_FILE
+        if not path.is_file():
+            return config
+        try:
+            doc = json.loads(path.read_text())
+            normalization = Normalization.model_validate(
+                {k: doc.get(k) for k in ("offset", "scale") if isinstance(doc, dict) and k in doc}
+            )
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            raise RepositoryError(f"model {name!r} version {version}: {path.name}: {exc}") from exc
+        return config.model_copy(update={"normalization": normalization})
 
     def model_file(self, name: str, version: int, runtimes: Sequence[str]) -> Path:
         """The version's model file for the first of ``runtimes`` it has. Raises

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from link import ArtifactError, LinkError
+from link import ArtifactError, LinkError, atomic_write_json
 from link.artifacts import fetch_artifact
 from protocol import ModelRef
 
@@ -37,7 +37,7 @@ from .controller import ControllerSettings, CoreController, allocate
 from .errors import ModelNotFound, ModelUnavailable, RepositoryError, RomaError
 from .gpu import GpuArbiter, gpu_present
 from .metrics import ServerMetrics
-from .repository import ModelRepository
+from .repository import NORMALIZATION_FILE, ModelRepository
 from .served import InferResult, ServedModel
 
 __all__ = ["ModelEntry", "RomaServer", "available_cores"]
@@ -141,7 +141,7 @@ class RomaServer:
                 chosen = versions[-1] if version is None else version
                 if chosen not in versions:
                     raise ModelNotFound(f"model {name!r} has no version {chosen}")
-                config = self.repository.config(name)
+                config = self.repository.version_config(name, chosen)
                 path = self.repository.model_file(name, chosen, config.runtimes)
                 if entry.served is None:
                     entry.state = "LOADING"
@@ -153,6 +153,7 @@ class RomaServer:
                     gpu=self.gpu,
                     quota=self.config.quota,
                 )
+                await _check_normalization(new)
             except RomaError as exc:
                 entry.reason = f"loading {name} failed: {exc}"
                 if entry.served is None:
@@ -211,6 +212,15 @@ class RomaServer:
                 )
             if not files:
                 raise RepositoryError(f"ModelRef {ref.name} v{ref.version} names no model file")
+            if ref.normalization is not None:
+                files[NORMALIZATION_FILE] = staging / NORMALIZATION_FILE
+                atomic_write_json(
+                    files[NORMALIZATION_FILE],
+                    {
+                        "offset": list(ref.normalization.offset),
+                        "scale": list(ref.normalization.scale),
+                    },
+                )
             self.repository.install(ref.name, ref.version, files, _ref_json(ref))
         except (LinkError, ArtifactError, OSError, RepositoryError) as exc:
             why = f"version {ref.version} from {ref.url} not installed: {exc}"
@@ -349,6 +359,20 @@ def _artifacts(ref: ModelRef) -> list[tuple[str, str, str, int]]:
     return found
 
 
+async def _check_normalization(served: ServedModel) -> None:
+    """Refuse (and stop) a loaded version whose per-feature normalisation does not fit its
+    input: :class:`RepositoryError`. Otherwise every request would fail with a 400."""
+    features = served.info.input.shape[-1] if served.info.input.shape else 1
+    for key in ("offset", "scale"):
+        values = getattr(served.config.normalization, key)
+        if isinstance(values, list) and len(values) != features:
+            await served.close()
+            raise RepositoryError(
+                f"normalization {key} has {len(values)} values, the model's input {features} "
+                "features"
+            )
+
+
 def _ref_json(ref: ModelRef) -> dict[str, Any]:
     return {
         "name": ref.name,
@@ -358,4 +382,7 @@ def _ref_json(ref: ModelRef) -> dict[str, Any]:
             {"format": f, "url": u, "sha256": s, "size_bytes": n} for f, u, s, n in _artifacts(ref)
         ],
         "metrics": dict(ref.metrics),
+        "normalization": None
+        if ref.normalization is None
+        else {"offset": list(ref.normalization.offset), "scale": list(ref.normalization.scale)},
     }

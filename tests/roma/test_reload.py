@@ -19,7 +19,7 @@ import pytest
 
 from cloud.roma import RepositoryError, RomaRunner, ServeConfig
 from link.artifacts import ArtifactServer
-from protocol import ModelRef
+from protocol import ModelRef, Normalization
 
 from .conftest import TrainedModels, make_repository
 
@@ -87,6 +87,41 @@ def test_a_published_version_is_fetched_verified_and_swapped_in(
         assert runner.server.entry("digits").previous == "1"
 
     _run(tmp_path, digits_models, scenario)
+
+
+def test_a_version_serves_with_the_normalization_shipped_in_its_model_ref(
+    tmp_path: Path, digits_models: TrainedModels, digits_models_v2: TrainedModels
+) -> None:
+    """The models were trained on pixels / 16: a v2 whose ModelRef says so takes raw pixels;
+    rolling back to v1 (no statistics) serves v1 as it was; statistics that do not fit the
+    input are refused at load and v1 keeps serving."""
+    normalised = digits_models.x[:5]
+    raw = normalised * 16.0
+
+    async def scenario(runner: RomaRunner, s: aiohttp.ClientSession, a: ArtifactServer) -> str:
+        shutil.copy(digits_models_v2.tflite, a.directory / "v2.tflite")
+        ref = _ref(a, a.directory / "v2.tflite", version=2)
+        bad = dataclasses.replace(
+            ref, version=3, normalization=Normalization(offset=(0.0,) * 63, scale=(0.0625,) * 63)
+        )
+        with pytest.raises(RepositoryError, match="63 values"):
+            await runner.server.install(bad)
+        assert (await _infer(s, runner.url, normalised))[0] == "1"
+        good = dataclasses.replace(
+            ref, normalization=Normalization(offset=(0.0,) * 64, scale=(0.0625,) * 64)
+        )
+        await runner.server.install(good)
+        version, out = await _infer(s, runner.url, raw)
+        assert version == "2"
+        np.testing.assert_allclose(out, digits_models_v2.expected[:5], atol=1e-5)
+        await runner.server.load("digits", 1)
+        version, out = await _infer(s, runner.url, normalised)
+        assert version == "1"
+        np.testing.assert_allclose(out, digits_models.expected[:5], atol=1e-6)
+        return (runner.config.repository / "digits" / "2" / "normalization.json").read_text()
+
+    saved = _run(tmp_path, digits_models, scenario)
+    assert "0.0625" in saved
 
 
 @pytest.mark.parametrize("fault", ["wrong sha256", "missing file", "not a model"])

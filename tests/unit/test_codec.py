@@ -45,6 +45,7 @@ from protocol import (
     Message,
     ModelRef,
     NonFiniteValues,
+    Normalization,
     OutOfRange,
     PayloadTooLarge,
     ProtocolError,
@@ -215,6 +216,14 @@ BODIES: Mapping[type[Message], st.SearchStrategy[Message]] = {
             ),
             max_size=3,
         ).map(tuple),
+        normalization=st.none()
+        | st.integers(1, 8).flatmap(
+            lambda n: st.builds(
+                Normalization,
+                offset=st.lists(finite, min_size=n, max_size=n).map(tuple),
+                scale=st.lists(finite, min_size=n, max_size=n).map(tuple),
+            )
+        ),
     ),
     JobState: st.builds(
         JobState,
@@ -1127,3 +1136,35 @@ def test_errors_are_protocol_errors_and_value_errors_with_their_code(
     assert issubclass(error, ValueError)
     assert error.code == code
     assert error("x").code == code
+
+
+def _model_ref_body(**extra: Any) -> dict[str, Any]:
+    return {"name": "m", "version": 1, "job_id": "j", "format": "keras", "url": "u",
+            "sha256": "s", "size_bytes": 1, **extra}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("normalization", "error"),
+    [
+        ({"offset": [0.0, 1.0], "scale": [1.0]}, MalformedMessage),
+        ({"offset": [], "scale": []}, MalformedMessage),
+        ({"offset": [0.0], "scale": [math.nan]}, NonFiniteValues),
+        ({"offset": [0.0], "scale": ["1"]}, MalformedMessage),
+        ({"offset": [0.0]}, MalformedMessage),
+    ],
+)
+def test_a_bad_normalization_in_a_model_ref_is_refused(
+    normalization: dict[str, Any], error: type[Exception]
+) -> None:
+    header = {"v": PROTOCOL_VERSION, "t": "ModelRef", "id": "x", "s": "c", "j": "", "r": 0,
+              "ts": 1.0, "b": _model_ref_body(normalization=normalization)}  # fmt: skip
+    with pytest.raises(error):
+        decode(pack_frame(header))
+
+
+def test_a_model_ref_without_normalization_still_decodes() -> None:
+    header = {"v": PROTOCOL_VERSION, "t": "ModelRef", "id": "x", "s": "c", "j": "", "r": 0,
+              "ts": 1.0, "b": _model_ref_body()}  # fmt: skip
+    body = decode(pack_frame(header)).body
+    assert isinstance(body, ModelRef)
+    assert body.normalization is None

@@ -23,7 +23,7 @@ from coordinator.export import (
 )
 from coordinator.job import ModelSpec
 from coordinator.model import GlobalModel
-from protocol import TrainConfig, Weights, decode, encode, new_envelope
+from protocol import ModelRef, Normalization, TrainConfig, Weights, decode, encode, new_envelope
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,14 @@ def test_variants_that_agree_are_announced_with_their_agreements(exported: Expor
     assert ref.metrics["tflite_agreement"] == report.agreement_float
     assert ref.metrics["tflite_dynamic_agreement"] == report.agreement_dynamic
     assert decode(encode(new_envelope(ref, sender="coordinator"))).body == ref
+    assert ref.normalization is None
+    stats = Normalization(offset=(0.0,) * 64, scale=(0.0625,) * 64)
+    shipped = report.model_ref(
+        name="digits-export", version=3, job_id="job", accuracy=0.9, normalization=stats
+    )
+    body = decode(encode(new_envelope(shipped, sender="coordinator"))).body
+    assert isinstance(body, ModelRef)
+    assert body.normalization == stats
 
 
 def test_a_dynamic_variant_far_below_the_float_one_is_refused(exported: Exported) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.errors import JobConfigError
-from coordinator.job import load_job
+from coordinator.job import load_job, load_normalization
 
 MINIMAL = """
 job_id = "digits"
@@ -193,3 +193,51 @@ def test_strategy_parameters_are_checked_at_load(tmp_path: Path) -> None:
         load_job(job_file(tmp_path, MINIMAL + bad))
     with pytest.raises(JobConfigError, match="unknown strategy 'fedavgg'"):
         load_job(job_file(tmp_path, MINIMAL + '\n[strategy]\nname = "fedavgg"\n'))
+
+
+def test_normalization_statistics_are_read_relative_to_the_job_file(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "normalization.json").write_text(
+        '{"offset": [1.0, 2.0], "scale": [0.5, 0.25], "mean": [1.0, 2.0], "rows": 10}'
+    )
+    text = MINIMAL.replace(
+        'holdout = "data/holdout.npz"',
+        'holdout = "data/holdout.npz"\nnormalization = "data/normalization.json"',
+    )
+    spec = load_job(job_file(tmp_path, text))
+    assert spec.normalization == (tmp_path / "data" / "normalization.json").resolve()
+    stats = load_normalization(spec.normalization)
+    assert stats is not None
+    assert (stats.offset, stats.scale) == ((1.0, 2.0), (0.5, 0.25))
+    assert load_normalization(None) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (None, "cannot read"),
+        ("not json", "not JSON"),
+        ('{"offset": [0.0]}', "'scale'"),
+        ('{"offset": [0.0, 1.0], "scale": [1.0, 2.0, 3.0]}', "offset has 2 values, scale 3"),
+        ('{"offset": [0.0], "scale": [NaN]}', "non-finite"),
+        ('{"offset": "0", "scale": [1.0]}', "'offset'"),
+    ],
+)
+def test_bad_normalization_statistics_are_refused_at_load(
+    tmp_path: Path, content: str | None, named: str
+) -> None:
+    if content is not None:
+        (tmp_path / "stats.json").write_text(content)
+    text = MINIMAL.replace(
+        'holdout = "data/holdout.npz"', 'holdout = "data/holdout.npz"\nnormalization = "stats.json"'
+    )
+    with pytest.raises(JobConfigError, match=named):
+        load_job(job_file(tmp_path, text))
+
+
+def test_one_number_normalises_every_feature(tmp_path: Path) -> None:
+    path = tmp_path / "stats.json"
+    path.write_text('{"offset": 0.0, "scale": [0.5, 0.25, 2.0]}')
+    stats = load_normalization(path)
+    assert stats is not None
+    assert stats.offset == (0.0, 0.0, 0.0)
