@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,55 @@ def test_demo_with_four_agents_reaches_its_target(tmp_path: Path, mosquitto_bina
     assert serving["requests"] > 0
     assert abs(serving["accuracy"] - summary["final_accuracy"]) <= 0.02
     assert "served digits-mlp" in proc.stdout
+    # A stock client, JSON and binary, against the version the demo installed.
+    for binary in (False, True):
+        accuracy = _triton_accuracy(out, binary=binary)
+        assert abs(accuracy - summary["final_accuracy"]) <= 0.02, (binary, accuracy)
+
+
+def _triton_accuracy(out: Path, *, binary: bool) -> float:
+    """Serve the demo's repository again and send its holdout through ``tritonclient.http``."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    from link import read_shard
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (out / "logs" / "roma-triton.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hyperfleet", "serve", "--repository", str(out / "serving"),
+         "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    try:
+        client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
+        for _ in range(600):
+            try:
+                if client.is_model_ready("digits-mlp"):
+                    break
+            except Exception:  # not listening yet
+                pass
+            assert server.poll() is None, (out / "logs" / "roma-triton.log").read_text()
+            time.sleep(0.1)
+        holdout = read_shard(out / "data" / "holdout.npz")
+        correct = 0
+        for i in range(0, len(holdout.x), 16):
+            rows = np.ascontiguousarray(holdout.x[i : i + 16], dtype=np.float32)
+            inp = triton.InferInput("input", list(rows.shape), "FP32")
+            inp.set_data_from_numpy(rows, binary_data=binary)
+            result = client.infer(
+                "digits-mlp", [inp],
+                outputs=[triton.InferRequestedOutput("output", binary_data=binary)],
+            )  # fmt: skip
+            answers = np.argmax(result.as_numpy("output"), axis=1)
+            correct += int(np.sum(answers == holdout.y[i : i + 16]))
+        return correct / len(holdout.x)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
 
 
 def test_demo_says_clearly_when_the_target_is_out_of_reach(
