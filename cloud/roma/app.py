@@ -190,6 +190,10 @@ async def model_stats(request: web.Request) -> web.Response:
                 "cores": served.cores,
                 "active_workers": served.active_workers,
                 "core_seconds": round(served.core_seconds(), 3),
+                "quota": served.quota_mode,
+                "throttled_s": None
+                if served.cgroup is None or served.cgroup.cores is None
+                else round(served.cgroup.throttled_s(), 3),
                 "decisions": list(entry.decisions)[-20:],
             }
         )

@@ -145,8 +145,13 @@ class ServeConfig(_Strict):
     """Cores the models may share on this node (default: the CPUs this process may use)."""
     max_body_bytes: int = Field(default=16 << 20, ge=1024, le=1 << 31)
     quota: bool = True
-    """Hold each model's CPU use to its cores (:mod:`cloud.roma.quota`); ``false``: workers
-    run unthrottled (a baseline)."""
+    """Hold each model's CPU use to its cores; ``false``: workers run unthrottled (a
+    baseline)."""
+    cgroup: Literal["auto", "off"] = "auto"
+    """``auto``: the kernel holds each model to its cores (a cgroup per model version, CFS
+    quota; :mod:`cloud.roma.cgroup`) where this process may write a cgroup with the cpu
+    controller, else the user-space quota (:mod:`cloud.roma.quota`); ``off``: user space
+    always."""
     fake_gpu: bool = False
     """Treat one extra CPU worker per model as the node's GPU (tests and machines without one)."""
     default_model: ModelConfig = Field(default_factory=ModelConfig)

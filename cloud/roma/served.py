@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .batching import BatchProfile, choose_batch
+from .cgroup import CgroupUnavailable, CpuGroup, CpuGroups
 from .config import ModelConfig
 from .dispatch import ModelLoad, predicted_response_s, retry_after_s, should_shed
 from .errors import ModelUnavailable, Overloaded, RomaError
@@ -120,7 +121,10 @@ class ServedModel:
         self.cpu_s_per_row: float | None = None
         """CPU seconds one row costs on a CPU worker (EWMA over batches; ``None`` until one ran)."""
         self.enforce_quota = True
-        """Hold CPU use to :attr:`cores` (off: workers run unthrottled, a baseline)."""
+        """Hold CPU use to :attr:`cores` in user space (off: unthrottled, or the kernel's
+        quota holds it)."""
+        self.cgroup: CpuGroup | None = None
+        """The cgroup whose CPU quota the kernel enforces, where one could be made."""
         self.compute_window = LatencyWindow(config.window_s)
         """Model compute time per request over the SLA window (for the serving overhead)."""
         self.on_result: list[Any] = []
@@ -142,10 +146,14 @@ class ServedModel:
         config: ModelConfig,
         gpu: bool = False,
         quota: bool = True,
+        cgroups: CpuGroups | None = None,
     ) -> ServedModel:
         """Start the model's CPU workers (enough for ``max_cores``) and, with ``gpu``, a GPU
         worker; each loads ``path`` and warms up at batch sizes 1 and ``max_batch``. Raises
-        :class:`~cloud.roma.errors.ModelLoadError` when any of them fails (none is left running)."""
+        :class:`~cloud.roma.errors.ModelLoadError` when any of them fails (none is left running).
+
+        With ``quota`` the model is held to its cores: by the kernel when ``cgroups`` is given
+        (its CPU workers move into a group of their own), else in user space."""
         count = max(1, math.ceil(config.max_cores / config.threads))
         warm = tuple(sorted({1, config.max_batch}))
         starts = [
@@ -168,6 +176,8 @@ class ServedModel:
             name=name, version=version, path=path, config=config, workers=workers, gpu=gpu_worker
         )
         served.enforce_quota = quota
+        if quota and cgroups is not None:
+            served._join_cgroup(cgroups)
         served._loop_task = asyncio.get_running_loop().create_task(
             served._dispatch_loop(), name=f"roma-dispatch-{name}-{version}"
         )
@@ -185,6 +195,30 @@ class ServedModel:
                 await self._loop_task
         workers = [*self._workers, *([self._gpu] if self._gpu else [])]
         await asyncio.gather(*(w.stop() for w in workers))
+        if self.cgroup is not None:
+            self.cgroup.close()
+
+    def _join_cgroup(self, cgroups: CpuGroups) -> None:
+        """Move the CPU workers into a cgroup of their own and let the kernel hold them to
+        :attr:`cores`; on failure, the user-space quota stays (logged)."""
+        try:
+            group = cgroups.group(f"{self.name}-{self.version}")
+            self.cgroup = group
+            for worker in self._workers:
+                group.add(worker.pid)
+            group.set_cores(self.cores)
+        except CgroupUnavailable as exc:
+            _log.warning("model %s: the kernel's CPU quota failed, user space instead: %s",
+                         self.name, exc)  # fmt: skip
+            return
+        self.enforce_quota = False  # the kernel's quota instead of the emulation
+
+    @property
+    def quota_mode(self) -> str:
+        """``kernel`` (a cgroup), ``user`` (the emulation) or ``off``."""
+        if self.cgroup is not None and self.cgroup.cores is not None:
+            return "kernel"
+        return "user" if self.enforce_quota else "off"
 
     # ------------------------------------------------------------------ serving
 
@@ -251,6 +285,14 @@ class ServedModel:
         self._cores_since = now
         self.cores = cores
         self.quota.set_cores(cores)
+        if self.cgroup is not None and self.cgroup.cores is not None:
+            try:
+                self.cgroup.set_cores(cores)
+            except CgroupUnavailable as exc:
+                _log.warning("model %s: the kernel's CPU quota failed, user space instead: %s",
+                             self.name, exc)  # fmt: skip
+                self.cgroup.cores = None
+                self.enforce_quota = True
         self._wake.set()
 
     def demand_cores(self, now: float, horizon_s: float) -> float:

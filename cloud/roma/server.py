@@ -32,6 +32,7 @@ from link import ArtifactError, LinkError, atomic_write_json
 from link.artifacts import fetch_artifact
 from protocol import ModelRef
 
+from .cgroup import CgroupUnavailable, CpuGroups
 from .config import ModelConfig, ServeConfig
 from .controller import ControllerSettings, CoreController, allocate
 from .errors import ModelNotFound, ModelUnavailable, RepositoryError, RomaError
@@ -80,6 +81,10 @@ class RomaServer:
         self.entries: dict[str, ModelEntry] = {}
         self.gpu = config.fake_gpu or gpu_present()
         self.arbiter = GpuArbiter() if self.gpu else None
+        self.cgroups: CpuGroups | None = None
+        """The kernel's per-model CPU quota, where this process may set it (:meth:`start`)."""
+        self.quota_mode = "user" if config.quota else "off"
+        """How each model is held to its cores: ``kernel``, ``user`` or ``off``."""
         self._locks: dict[str, asyncio.Lock] = {}
         self.ready = asyncio.Event()
         """Set once :meth:`start` has tried every model in the repository."""
@@ -89,6 +94,14 @@ class RomaServer:
     async def start(self) -> None:
         """Load the highest version of every model in the repository; a model that fails is
         marked UNAVAILABLE with the reason and the others still serve."""
+        if self.config.quota and self.config.cgroup == "auto":
+            try:
+                self.cgroups = CpuGroups.detect()
+                self.quota_mode = "kernel"
+                _log.info("CPU quota: the kernel's, cgroup v%d groups under %s",
+                          self.cgroups.version, self.cgroups.root)  # fmt: skip
+            except CgroupUnavailable as exc:
+                _log.info("CPU quota: user space (%s)", exc)
         for name in self.repository.models():
             try:
                 await self.load(name)
@@ -101,6 +114,8 @@ class RomaServer:
             if entry.served is not None:
                 await self._retire(entry.served)
                 entry.served = None
+        if self.cgroups is not None:
+            self.cgroups.close()
 
     def entry(self, name: str) -> ModelEntry:
         entry = self.entries.get(name)
@@ -152,6 +167,7 @@ class RomaServer:
                     config=config,
                     gpu=self.gpu,
                     quota=self.config.quota,
+                    cgroups=self.cgroups,
                 )
                 await _check_normalization(new)
             except RomaError as exc:
