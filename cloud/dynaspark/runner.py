@@ -202,6 +202,10 @@ def prepare(target: str, settings: RunSettings, *, profile_path: Path | None = N
                     max_cores=max_cores, cores_per_executor=per, plan=first)  # fmt: skip
 
 
+_RECONCILE_S = 12.0
+"""Seconds more cores than asked may run before the total is set again (a kill shows in the
+REST API ~6 s after it is made, on local-cluster)."""
+
 _REST_FAILURES = 5
 """Consecutive REST failures the control thread rides out before it gives up."""
 
@@ -228,6 +232,7 @@ class _Control:
         self.asked: int | None = None
         self.actuations = 0
         self.error: BaseException | None = None
+        self._excess_since: float | None = None
         self._done: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dynaspark-control", daemon=True)
@@ -279,9 +284,27 @@ class _Control:
         if self.controller is not None:
             progress = {k: (s.progress, s.tasks_left) for k, s in running.items()}
             self.actuate(self.controller.step(now, progress))
-        self.record(Sample(t_s=now, cores_observed=self.observed(), cores_asked=self.asked,
+        observed = self.observed()
+        self._reconcile(now, observed)
+        self.record(Sample(t_s=now, cores_observed=observed, cores_asked=self.asked,
                            job_progress=self._job_progress(running),
                            stages={k: s.progress for k, s in running.items()}))  # fmt: skip
+
+    def _reconcile(self, now: float, observed: int) -> None:
+        """An executor asked for and then not wanted any more can register after the decrease
+        that should have removed it (the decrease only kills what runs): when more cores than
+        asked have run for ``_RECONCILE_S``, the total is set again, which kills the extra."""
+        if self.actuator is None or self.asked is None or observed <= self.asked:
+            self._excess_since = None
+            return
+        if self._excess_since is None:
+            self._excess_since = now
+        elif now - self._excess_since >= _RECONCILE_S:
+            _log.info("t=%.1fs: %d cores run, %d asked: setting the total again", now,
+                      observed, self.asked)  # fmt: skip
+            self.actuator.requested = None
+            self.actuator.set_cores(self.asked)
+            self._excess_since = None
 
     def _loop(self) -> None:
         failures = 0
