@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cloud.dynaspark import JobProfile
+from cloud.dynaspark import JobProfile, Sample
 from hyperfleet.cli import main
 
 JOB = Path(__file__).parent / "jobs" / "stages.py"
@@ -107,3 +107,21 @@ def test_on_local_masters_the_job_runs_plainly_and_says_so(
     assert doc["core_seconds"] == pytest.approx(doc["finish_s"])
     assert len(doc["stages"]) == 4
     assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_an_error_in_the_control_thread_surfaces_when_the_script_ends(tmp_path: Path) -> None:
+    from cloud.dynaspark import ControlError, RunSettings, prepare, run
+
+    seen: list[float] = []
+
+    def failing(sample: Sample) -> None:
+        seen.append(sample.t_s)
+        if len(seen) == 2:
+            raise RuntimeError("sample sink broke")
+
+    prepared = prepare(str(JOB), RunSettings(deadline_s=60, master="local[1]"),
+                       profile_path=tmp_path / "absent.json")  # fmt: skip
+    with pytest.raises(ControlError, match="sample sink broke") as exc:
+        run(prepared, ["0.5"], on_sample=failing)
+    assert isinstance(exc.value.__cause__, RuntimeError)
+    assert len(seen) == 2  # control stopped at the error; the script still ran to its end
