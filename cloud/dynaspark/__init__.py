@@ -6,10 +6,12 @@
     planner     plan, cores_for, Plan                      per-stage deadlines and cores (pure)
     controller  JobController, StageController             PI on progress, re-planning (pure)
     simulator   simulate, policies                         a discrete-event Spark cluster (pure)
+    runner      prepare, run, RunSettings                  ``hyperfleet spark run``: a script
+                                                           under a deadline (report: RunReport)
 
-Built so far: the pure core above. Not built yet: the profiler and runner on a live Spark
-session (``hyperfleet spark profile|run``), the actuators, the pipelines as Spark jobs, the
-benchmark (docs/dynaspark.md says what is where).
+Built so far: the pure core above, the profiler and the runner on a live Spark session
+(``hyperfleet spark profile|run``), the executor-total actuator. Not built yet: the other
+actuators, the pipelines as Spark jobs, the benchmark (docs/dynaspark.md says what is where).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from .controller import ControlSettings, JobController, StageController, StageDe
 from .errors import DynaSparkError, InfeasibleDeadline, ProfileError
 from .planner import Plan, StagePlan, cores_for, plan
 from .profile import PROFILE_VERSION, JobProfile, StageProfile, stage_keys
+from .report import RunReport, Sample, StageOutcome
+from .runner import ControlError, Prepared, ProfileNotFound, RunSettings, prepare, run
 from .simulator import (
     DeadlinePolicy,
     DynamicAllocationPolicy,
@@ -30,6 +34,7 @@ from .simulator import (
 
 __all__ = [
     "PROFILE_VERSION",
+    "ControlError",
     "ControlSettings",
     "DeadlinePolicy",
     "DynaSparkError",
@@ -39,16 +44,24 @@ __all__ = [
     "JobProfile",
     "Plan",
     "Policy",
+    "Prepared",
     "ProfileError",
+    "ProfileNotFound",
+    "RunReport",
+    "RunSettings",
+    "Sample",
     "SimResult",
     "SimSettings",
     "StageController",
     "StageDecision",
+    "StageOutcome",
     "StagePlan",
     "StageProfile",
     "StaticPolicy",
     "cores_for",
     "plan",
+    "prepare",
+    "run",
     "simulate",
     "stage_keys",
 ]
