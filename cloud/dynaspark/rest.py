@@ -53,18 +53,30 @@ def _epoch_s(text: str | None) -> float:
 class SparkRest:
     """The REST API of one running application at ``ui_url`` (``http://host:4040``)."""
 
-    def __init__(self, ui_url: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, ui_url: str, *, timeout_s: float = 20.0, attempts: int = 3) -> None:
         self.base = ui_url.rstrip("/") + "/api/v1"
         self.timeout_s = timeout_s
+        self.attempts = max(1, attempts)
+        """Tries per request: the driver's UI can take seconds to answer its first request or
+        on a loaded machine (measured here: over 5 s at a load average of 14)."""
         self._app: str | None = None
 
     def get(self, path: str) -> Any:
+        """The JSON at ``path``; a timeout is tried again up to :attr:`attempts` times.
+        Raises :class:`SparkRestError` naming the URL."""
         url = self.base + path
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
-                return json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise SparkRestError(f"{url}: {exc}") from exc
+        for attempt in range(1, self.attempts + 1):
+            try:
+                with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
+                    return json.loads(response.read())
+            except (TimeoutError, urllib.error.URLError, OSError, ValueError) as exc:
+                timed_out = isinstance(exc, TimeoutError) or isinstance(
+                    getattr(exc, "reason", None), TimeoutError
+                )
+                if timed_out and attempt < self.attempts:
+                    continue
+                raise SparkRestError(f"{url}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     @property
     def app_id(self) -> str:
