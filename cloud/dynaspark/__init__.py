@@ -6,14 +6,25 @@
     planner     plan, cores_for, Plan                      per-stage deadlines and cores (pure)
     controller  JobController, StageController             PI on progress, re-planning (pure)
     simulator   simulate, policies                         a discrete-event Spark cluster (pure)
+    actuators   ExecutorTotal, TaskSlots, ShufflePartitions  cores into Spark's terms (Actuator)
 
 Built so far: the pure core above. Not built yet: the profiler and runner on a live Spark
-session (``hyperfleet spark profile|run``), the actuators, the pipelines as Spark jobs, the
+session (``hyperfleet spark profile|run``), the pipelines as Spark jobs, the
 benchmark (docs/dynaspark.md says what is where).
 """
 
 from __future__ import annotations
 
+from .actuators import (
+    Actuator,
+    ActuatorUnavailable,
+    ExecutorTotal,
+    ShufflePartitions,
+    TaskSlots,
+    shuffle_partitions,
+    task_cpus,
+    task_slots,
+)
 from .controller import ControlSettings, JobController, StageController, StageDecision
 from .errors import DynaSparkError, InfeasibleDeadline, ProfileError
 from .planner import Plan, StagePlan, cores_for, plan
@@ -30,16 +41,20 @@ from .simulator import (
 
 __all__ = [
     "PROFILE_VERSION",
+    "Actuator",
+    "ActuatorUnavailable",
     "ControlSettings",
     "DeadlinePolicy",
     "DynaSparkError",
     "DynamicAllocationPolicy",
+    "ExecutorTotal",
     "InfeasibleDeadline",
     "JobController",
     "JobProfile",
     "Plan",
     "Policy",
     "ProfileError",
+    "ShufflePartitions",
     "SimResult",
     "SimSettings",
     "StageController",
@@ -47,8 +62,12 @@ __all__ = [
     "StagePlan",
     "StageProfile",
     "StaticPolicy",
+    "TaskSlots",
     "cores_for",
     "plan",
+    "shuffle_partitions",
     "simulate",
     "stage_keys",
+    "task_cpus",
+    "task_slots",
 ]
