@@ -8,14 +8,25 @@
     simulator   simulate, policies                         a discrete-event Spark cluster (pure)
     runner      prepare, run, RunSettings                  ``hyperfleet spark run``: a script
                                                            under a deadline (report: RunReport)
+    actuators   ExecutorTotal, TaskSlots, ShufflePartitions  cores into Spark's terms (Actuator)
 
 Built so far: the pure core above, the profiler and the runner on a live Spark session
-(``hyperfleet spark profile|run``), the executor-total actuator. Not built yet: the other
-actuators, the pipelines as Spark jobs, the benchmark (docs/dynaspark.md says what is where).
+(``hyperfleet spark profile|run``) and the three actuators. Not built yet: the pipelines as Spark
+jobs, the benchmark (docs/dynaspark.md says what is where).
 """
 
 from __future__ import annotations
 
+from .actuators import (
+    Actuator,
+    ActuatorUnavailable,
+    ExecutorTotal,
+    ShufflePartitions,
+    TaskSlots,
+    shuffle_partitions,
+    task_cpus,
+    task_slots,
+)
 from .controller import ControlSettings, JobController, StageController, StageDecision
 from .errors import DynaSparkError, InfeasibleDeadline, ProfileError
 from .planner import Plan, StagePlan, cores_for, plan
@@ -35,10 +46,13 @@ from .simulator import (
 __all__ = [
     "PROFILE_VERSION",
     "ControlError",
+    "Actuator",
+    "ActuatorUnavailable",
     "ControlSettings",
     "DeadlinePolicy",
     "DynaSparkError",
     "DynamicAllocationPolicy",
+    "ExecutorTotal",
     "InfeasibleDeadline",
     "JobController",
     "JobProfile",
@@ -50,6 +64,7 @@ __all__ = [
     "RunReport",
     "RunSettings",
     "Sample",
+    "ShufflePartitions",
     "SimResult",
     "SimSettings",
     "StageController",
@@ -58,10 +73,14 @@ __all__ = [
     "StagePlan",
     "StageProfile",
     "StaticPolicy",
+    "TaskSlots",
     "cores_for",
     "plan",
     "prepare",
     "run",
+    "shuffle_partitions",
     "simulate",
     "stage_keys",
+    "task_cpus",
+    "task_slots",
 ]
