@@ -45,9 +45,9 @@ from .simulator import (
 
 __all__ = [
     "PROFILE_VERSION",
-    "ControlError",
     "Actuator",
     "ActuatorUnavailable",
+    "ControlError",
     "ControlSettings",
     "DeadlinePolicy",
     "DynaSparkError",
