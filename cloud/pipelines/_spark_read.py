@@ -9,8 +9,8 @@ Every format becomes the same columns::
     _user  string         the row's owner (LEAF user, or --user-column), null when there is none
 
 CSV is read with its header and every cell as a string (``try_cast`` to double: a cell that is
-not a number is a null, hence a dropped row, not a failed job). Parquet columns must be numeric or
-strings. LEAF JSON is read with a map schema (``user_data: map<user, struct<x, y>>``), exploded
+not a number is a null, hence a dropped row, not a failed job). Parquet feature columns must be
+numeric (a string or boolean column is refused by name: it is no feature as it stands). LEAF JSON is read with a map schema (``user_data: map<user, struct<x, y>>``), exploded
 to one row per example in the JVM.
 """
 
@@ -127,9 +127,10 @@ def read_raw(
     if not features:
         raise DataError(f"{path}: no feature columns besides {label!r}; the columns are {stripped}")
     kinds = {f.name.strip(): f.dataType for f in frame.schema.fields}
+    allowed = (T.StringType,) if fmt == "csv" else _NUMERIC  # CSV cells are text until cast
     for name in features:
         kind = kinds[name]
-        if not isinstance(kind, (*_NUMERIC, T.StringType)):
+        if not isinstance(kind, allowed):
             raise DataError(
                 f"{path}: column {name!r} is {kind.simpleString()}, not a number; "
                 "features must be numeric columns"
