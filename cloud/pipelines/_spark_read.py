@@ -16,6 +16,7 @@ to one row per example in the JVM.
 
 from __future__ import annotations
 
+import glob
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -248,8 +249,12 @@ def _check_column(path: str, columns: list[str], name: str, role: str) -> None:
 def _check_exists(path: str) -> None:
     if "://" in path and not path.startswith("file://"):
         return  # a remote file system: Spark says whether it exists
-    local = Path(path.removeprefix("file://"))
-    if not local.exists():
+    local = path.removeprefix("file://")
+    if glob.has_magic(local):
+        if not glob.glob(local):
+            raise DataError(f"{path}: no file matches")
+        return
+    if not Path(local).exists():
         raise DataError(f"{path}: no such file or directory")
 
 

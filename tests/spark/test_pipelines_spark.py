@@ -26,7 +26,7 @@ from cloud.pipelines import (
     read_shard_file,
     write_parquet,
 )
-from cloud.pipelines.spark_prepare import PrepareConfig, prepare_with_spark
+from cloud.pipelines.spark_prepare import PrepareConfig, main, prepare_with_spark
 from protocol import Shard
 
 MASTER = "local-cluster[2,1,1024]"
@@ -303,3 +303,29 @@ def test_errors_name_what_is_wrong_and_write_nothing(
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert not list(out.glob(".staging-*"))
+
+
+def test_command_line_uses_the_running_session_and_reports_json(
+    spark: Any, csv_input: tuple[Path, Shard], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_path, _ = csv_input
+    common = ["--format", "csv", "--agents", "2", "--partition", "iid", "--out", str(tmp_path)]
+    assert main(["--input", str(csv_path), "--label", "nope", *common]) == 2
+    assert "no label column 'nope'" in capsys.readouterr().err
+    pattern = str(csv_path.parent / "*.csv")  # a glob, as Spark reads them
+    assert main(["--input", pattern, "--normalize", "minmax", *common]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["shards"] == 2
+    assert report["cleaning"]["rows_kept"] == 400
+    assert set(report["stage_s"]) == {"read_clean", "assign", "statistics", "write"}
+    norm = json.loads((tmp_path / "normalization.json").read_text())
+    assert norm["method"] == "minmax"
+    training = np.concatenate(
+        [
+            read_shard_file(tmp_path / e["path"]).x
+            for e in json.loads((tmp_path / "manifest.json").read_text())["shards"]
+        ]
+    )
+    np.testing.assert_allclose(training.min(axis=0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(training.max(axis=0), 1.0, atol=1e-6)
+    assert spark.sparkContext._jsc is not None  # the test's session was not stopped by main
