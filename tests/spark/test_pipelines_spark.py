@@ -329,3 +329,28 @@ def test_command_line_uses_the_running_session_and_reports_json(
     np.testing.assert_allclose(training.min(axis=0), 0.0, atol=1e-6)
     np.testing.assert_allclose(training.max(axis=0), 1.0, atol=1e-6)
     assert spark.sparkContext._jsc is not None  # the test's session was not stopped by main
+
+
+def test_many_input_partitions_give_the_same_split(
+    spark: Any, csv_input: tuple[Path, Shard], tmp_path: Path
+) -> None:
+    """Ranks within a class run across input partitions: a CSV cut into many splits gives
+    exactly prepare_federated's shards of the same rows."""
+    csv_path, reference = csv_input
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "4096")
+    try:
+        assert spark.read.csv(str(csv_path)).rdd.getNumPartitions() >= 5
+        config = PrepareConfig(
+            input=str(csv_path), format="csv", out_dir=tmp_path / "spark", agents=3, partition="iid"
+        )
+        report = prepare_with_spark(spark, config)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    ref = prepare_federated(
+        reference, agents=3, partition="iid", holdout=0.2, seed=0, out_dir=tmp_path / "ref"
+    )
+    norm = normalization_from_json(json.loads(report.normalization.read_text()))
+    for expected_path, got_path in zip(ref.shards, report.layout.shards, strict=True):
+        expected, got = read_shard_file(expected_path), read_shard_file(got_path)
+        np.testing.assert_array_equal(got.y, expected.y)
+        np.testing.assert_array_equal(got.x, norm.apply(expected.x))
