@@ -242,7 +242,8 @@ async def _poll_stats(url: str, models: list[Model], trace: list[dict[str, Any]]
                 async with s.get(f"{url}/v2/models/{m.name}/stats") as r:
                     doc = await r.json()
                 row[m.name] = {k: doc.get(k) for k in ("cores", "window_response_ms", "queued",
-                                                       "core_seconds", "window_compute_p50_ms", "window_p50_ms")}  # fmt: skip
+                                                       "core_seconds", "window_compute_p50_ms", "window_p50_ms",
+                                                       "quota", "throttled_s")}  # fmt: skip
             trace.append(row)
             await asyncio.sleep(1.0)
 

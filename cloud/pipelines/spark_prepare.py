@@ -48,11 +48,9 @@ import io
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,13 +64,11 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from link import atomic_write_json, write_shard
-from protocol import Shard
-
 from ._spark_read import DROP_REASONS, code_labels, read_raw, tag_rows
+from ._spark_write import features_of, write_layout
 from .assignment import HOLDOUT, PartitionKind, RowAssignment, assign_by_label, assign_users
 from .errors import DataError, PipelineError
-from .federated import MANIFEST_VERSION, FederatedLayout, agent_shard_name
+from .federated import FederatedLayout
 from .normalization import Moments, Normalization, NormalizationMethod, merge_moments, moments_of
 
 __all__ = [
@@ -88,20 +84,7 @@ logger = logging.getLogger(__name__)
 
 Writer = Literal["executors", "driver"]
 
-NORMALIZATION_NAME: Final = "normalization.json"
-_HOLDOUT_NAME: Final = "holdout.npz"
-_SHARDS_DIR: Final = "shards"
-_MANIFEST_NAME: Final = "manifest.json"
 _PARTITION_SHIFT: Final = 33  # monotonically_increasing_id: partition index << 33 | position
-_WRITTEN_SCHEMA: Final = "dest int, examples long, sha256 string, histogram array<long>"
-_WRITTEN_ARROW: Final = pa.schema(
-    [
-        ("dest", pa.int32()),
-        ("examples", pa.int64()),
-        ("sha256", pa.string()),
-        ("histogram", pa.list_(pa.int64())),
-    ]
-)
 _MOMENTS_SCHEMA: Final = (
     "count long, mean array<double>, m2 array<double>, minimum array<double>, maximum array<double>"
 )
@@ -226,7 +209,7 @@ def _run(spark: SparkSession, config: PrepareConfig, clock: _StageClock) -> Prep
             clock.mark("assign")
             normalization = _statistics(assigned, config.normalize, features)
             clock.mark("statistics")
-            layout, norm_path = _write_layout(
+            layout, norm_path = write_layout(
                 assigned, config, normalization, coding.classes, features, raw, cleaning
             )
             clock.mark("write")
@@ -361,7 +344,7 @@ def _partial_moments(
     features: int,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def moments(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        parts = [moments_of(_features_of(batch, features)) for batch in batches]
+        parts = [moments_of(features_of(batch, features)) for batch in batches]
         if not parts:
             return
         total = merge_moments(parts)
@@ -378,205 +361,6 @@ def _partial_moments(
         )
 
     return moments
-
-
-def _features_of(batch: pa.RecordBatch | pa.Table, features: int) -> npt.NDArray[np.float64]:
-    column = batch.column("_x")
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float64).reshape(len(batch), features)
-
-
-# --- writing ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Written:
-    dest: int
-    examples: int
-    sha256: str
-    histogram: list[int]
-
-
-def _shard_writer(
-    staging: str, normalization: Normalization, features: int, num_classes: int
-) -> Callable[[pa.Table], pa.Table]:
-    def write(table: pa.Table) -> pa.Table:
-        written = _write_destination(table, staging, normalization, features, num_classes)
-        return pa.Table.from_pylist(
-            [
-                {
-                    "dest": written.dest,
-                    "examples": written.examples,
-                    "sha256": written.sha256,
-                    "histogram": written.histogram,
-                }
-            ],
-            schema=_WRITTEN_ARROW,
-        )
-
-    return write
-
-
-def _write_destination(
-    table: pa.Table, staging: str, normalization: Normalization, features: int, num_classes: int
-) -> _Written:
-    """Write one destination's rows (holdout or one agent), ordered by slot, normalised."""
-    dest_values = np.unique(table.column("_dest").to_numpy())
-    if dest_values.shape[0] != 1:
-        raise PipelineError(f"a shard group holds destinations {dest_values.tolist()}")
-    dest = int(dest_values[0])
-    order = np.argsort(table.column("_slot").to_numpy(), kind="stable")
-    x = normalization.apply(_features_of(table, features)[order])
-    y = table.column("_label").to_numpy().astype(np.int64)[order]
-    path = Path(staging) / (_HOLDOUT_NAME if dest == HOLDOUT else _shard_path(dest))
-    digest = write_shard(path, Shard(x=x, y=y))
-    histogram = np.bincount(y, minlength=num_classes).tolist()
-    return _Written(dest=dest, examples=int(y.shape[0]), sha256=digest, histogram=histogram)
-
-
-def _shard_path(agent: int) -> str:
-    return f"{_SHARDS_DIR}/{agent_shard_name(agent)}"
-
-
-def _write_layout(
-    assigned: DataFrame,
-    config: PrepareConfig,
-    normalization: Normalization,
-    classes: tuple[str, ...],
-    features: int,
-    raw: Any,
-    cleaning: CleaningReport,
-) -> tuple[FederatedLayout, Path]:
-    out_dir = Path(config.out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f".staging-{uuid.uuid4().hex[:12]}"
-    (staging / _SHARDS_DIR).mkdir(parents=True)
-    try:
-        columns = assigned.select("_dest", "_slot", "_label", "_x")
-        if config.writer == "executors":
-            writer = _shard_writer(str(staging), normalization, features, len(classes))
-            rows = columns.groupBy("_dest").applyInArrow(writer, _WRITTEN_SCHEMA).collect()
-            written = [
-                _Written(
-                    dest=int(r["dest"]),
-                    examples=int(r["examples"]),
-                    sha256=str(r["sha256"]),
-                    histogram=[int(v) for v in r["histogram"]],
-                )
-                for r in rows
-            ]
-        else:
-            table = columns.toArrow()
-            dests = table.column("_dest").to_numpy()
-            written = [
-                _write_destination(
-                    table.filter(pa.array(dests == d)),
-                    str(staging),
-                    normalization,
-                    features,
-                    len(classes),
-                )
-                for d in np.unique(dests).tolist()
-            ]
-        by_dest = {w.dest: w for w in written}
-        missing = [a for a in range(config.agents) if a not in by_dest]
-        if missing:
-            raise DataError(
-                f"agents {missing} got no training rows (partition {config.partition!r}); "
-                "use fewer agents or another partition"
-            )
-        if HOLDOUT not in by_dest:
-            raise PipelineError("the holdout was not written")
-        norm_digest = atomic_write_json(staging / NORMALIZATION_NAME, normalization.to_json())
-        manifest = _manifest(
-            config, by_dest, classes, features, raw, cleaning, normalization, norm_digest
-        )
-        layout = _move_into_place(staging, out_dir, config.agents, manifest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    logger.info(
-        "wrote %d %s shards and a holdout of %d examples to %s (%s writer)",
-        config.agents,
-        config.partition,
-        by_dest[HOLDOUT].examples,
-        out_dir,
-        config.writer,
-    )
-    return layout, out_dir / NORMALIZATION_NAME
-
-
-def _manifest(
-    config: PrepareConfig,
-    by_dest: dict[int, _Written],
-    classes: tuple[str, ...],
-    features: int,
-    raw: Any,
-    cleaning: CleaningReport,
-    normalization: Normalization,
-    norm_digest: str,
-) -> dict[str, Any]:
-    held = by_dest[HOLDOUT]
-    return {
-        "version": MANIFEST_VERSION,
-        "agents": config.agents,
-        "partition": config.partition,
-        "alpha": config.alpha if config.partition == "dirichlet" else None,
-        "holdout_fraction": config.holdout,
-        "seed": config.seed,
-        "num_classes": len(classes),
-        "feature_shape": [features],
-        "examples": cleaning.rows_kept,
-        "holdout": {
-            "path": _HOLDOUT_NAME,
-            "examples": held.examples,
-            "label_histogram": held.histogram,
-            "sha256": held.sha256,
-        },
-        "shards": [
-            {
-                "agent": agent,
-                "path": _shard_path(agent),
-                "examples": by_dest[agent].examples,
-                "label_histogram": by_dest[agent].histogram,
-                "sha256": by_dest[agent].sha256,
-            }
-            for agent in range(config.agents)
-        ],
-        "features_normalized": True,
-        "normalization": {
-            "path": NORMALIZATION_NAME,
-            "method": normalization.method,
-            "sha256": norm_digest,
-        },
-        "classes": list(classes),
-        "feature_names": list(raw.feature_names) if raw.feature_names else None,
-        "source": {"path": config.input, "format": config.format, "label": config.label},
-        "cleaning": cleaning.to_json(),
-        "writer": config.writer,
-    }
-
-
-def _move_into_place(
-    staging: Path, out_dir: Path, agents: int, manifest: dict[str, Any]
-) -> FederatedLayout:
-    """Replace the old layout with the staged one: the old manifest goes first (no reader trusts
-    a half-replaced layout), the new one last."""
-    (out_dir / _MANIFEST_NAME).unlink(missing_ok=True)
-    shards_dir = out_dir / _SHARDS_DIR
-    if shards_dir.exists():
-        os.replace(shards_dir, staging / "old-shards")
-    os.replace(staging / _SHARDS_DIR, shards_dir)
-    os.replace(staging / _HOLDOUT_NAME, out_dir / _HOLDOUT_NAME)
-    os.replace(staging / NORMALIZATION_NAME, out_dir / NORMALIZATION_NAME)
-    manifest_path = out_dir / _MANIFEST_NAME
-    atomic_write_json(manifest_path, manifest)
-    return FederatedLayout(
-        holdout=out_dir / _HOLDOUT_NAME,
-        shards=[shards_dir / agent_shard_name(a) for a in range(agents)],
-        manifest=manifest_path,
-    )
 
 
 # --- plumbing -----------------------------------------------------------------------------------
