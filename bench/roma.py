@@ -11,6 +11,8 @@ seeds for every contender, as JSON tensors (the KServe v2 encoding every contend
 - ``static-max``: the same server, the node split evenly and held: 1 core per model, no control;
 - ``static-min``: each model held at 0.2 cores;
 - ``one-worker``: one worker process per model, no quota, no control;
+- ``roma-kernel-quota``: ROMA with the kernel's CPU quota (``cgroup = "auto"``) in place of the
+  user-space one, where this machine lets the server write cgroups (reported, not judged);
 - ``mlserver``: MLServer 1.7 (in its own virtualenv, made on first use) with a LiteRT runtime
   (``bench/roma_peer/litert_runtime.py``) and its adaptive batching.
 
@@ -146,7 +148,8 @@ def _start_roma(work: Path, models: list[Model], c: Contender, log: Path) -> tup
     repo = _roma_repository(work, models, s["cores"])
     config = work / "serve.toml"
     config.write_text(
-        f"quota = {str(s.get('quota', True)).lower()}\ncores = 2.0\n[controller]\n"
+        f"quota = {str(s.get('quota', True)).lower()}\ncores = 2.0\n"
+        f'cgroup = "{s.get("cgroup", "off")}"\n[controller]\n'
         f'mode = "{s.get("mode", "pi")}"\nkp = {s.get("kp", 0.3)}\nki = {s.get("ki", 0.6)}\n'
     )
     port = _free_port()
@@ -332,6 +335,10 @@ def contenders(trial: int) -> list[Contender]:
                       {"cores": {"initial": 0.2, "min": 0.2, "max": 0.2}, "mode": "static"}),
             Contender("one-worker", "roma", {"cores": {"initial": 1.0, "min": 1.0, "max": 1.0},
                                              "mode": "static", "quota": False}, allocates=False),
+            # ROMA with the kernel's CPU quota (cgroups) instead of the user-space one: reported
+            # beside the others, at the first trial's gains; not part of the verdict.
+            Contender("roma-kernel-quota", "roma",
+                      {"cores": CORES_PI, "kp": 0.3, "ki": 0.6, "cgroup": "auto"}),
         ]  # fmt: skip
     return out
 

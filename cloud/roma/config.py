@@ -147,11 +147,11 @@ class ServeConfig(_Strict):
     quota: bool = True
     """Hold each model's CPU use to its cores; ``false``: workers run unthrottled (a
     baseline)."""
-    cgroup: Literal["auto", "off"] = "auto"
+    cgroup: Literal["auto", "off"] = "off"
     """``auto``: the kernel holds each model to its cores (a cgroup per model version, CFS
     quota; :mod:`cloud.roma.cgroup`) where this process may write a cgroup with the cpu
-    controller, else the user-space quota (:mod:`cloud.roma.quota`); ``off``: user space
-    always."""
+    controller, else the user-space quota (:mod:`cloud.roma.quota`); ``off`` (the default
+    until the benchmark has measured the kernel's quota): user space always."""
     fake_gpu: bool = False
     """Treat one extra CPU worker per model as the node's GPU (tests and machines without one)."""
     default_model: ModelConfig = Field(default_factory=ModelConfig)

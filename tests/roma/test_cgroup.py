@@ -55,6 +55,18 @@ def test_a_process_in_a_group_is_held_to_its_cores(groups: CpuGroups) -> None:
     assert not group.path.exists()
 
 
+def test_by_default_the_quota_stays_in_user_space(
+    tmp_path: Path, digits_models: TrainedModels
+) -> None:
+    repo = make_repository(tmp_path / "repo", digits_models)
+
+    async def go() -> str:
+        async with RomaRunner(ServeConfig(repository=repo, port=0)) as runner:
+            return runner.server.served("digits").quota_mode
+
+    assert asyncio.run(go()) == "user"
+
+
 def test_roma_puts_each_models_workers_in_a_group_and_follows_its_cores(
     tmp_path: Path, digits_models: TrainedModels
 ) -> None:
@@ -63,7 +75,7 @@ def test_roma_puts_each_models_workers_in_a_group_and_follows_its_cores(
     except CgroupUnavailable as exc:
         pytest.skip(f"no writable cpu cgroup here: {exc}")
     repo = make_repository(tmp_path / "repo", digits_models)
-    config = ServeConfig(repository=repo, port=0)
+    config = ServeConfig(repository=repo, port=0, cgroup="auto")
 
     async def go() -> tuple[dict[str, object], Path, set[str], tuple[int | None, int]]:
         async with RomaRunner(config) as runner, aiohttp.ClientSession() as session:
