@@ -8,7 +8,13 @@ progress error against a linear ramp from the stage's start to its deadline::
     need = fewest cores whose waves of the tasks left fit the time left (less ``lead_s``,
            the executors' start, when that means more cores than now)
     I   <- clamp(I + ki·e·dt, -1, 1)     not integrated while saturated in e's direction
-    u    = need + max_cores · (kp·e + I)                     quantised up, clamped
+    u    = need + max_cores · (kp·e + I)                     quantised with hysteresis, clamped
+
+Quantisation (:func:`quantise`) has a deadband: ``u`` must pass the next executor's cores by
+``deadband`` of an executor before one more is asked for, and fall to the level below before
+one is released. Without it any positive error (there is one at every ramp's start: progress
+counts completed tasks, which come a task's time after the ramp has begun) asks for one more
+executor, which on a real cluster starts, costs its start and is released again.
 
 ``need`` is a model-based feed-forward from the profile's work (the part xSpark computes once,
 at stage start, from the nominal rate); the PI part corrects for the model's error (tasks slower
@@ -31,7 +37,7 @@ from dataclasses import dataclass, field
 from .planner import Plan, plan
 from .profile import JobProfile, StageProfile
 
-__all__ = ["ControlSettings", "JobController", "StageController", "StageDecision"]
+__all__ = ["ControlSettings", "JobController", "StageController", "StageDecision", "quantise"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +54,9 @@ class ControlSettings:
     lead_s: float = 5.0
     """Seconds new cores take to arrive (an executor's start): an increase is sized to finish
     in the time left minus this."""
+    deadband: float = 0.5
+    """Fraction of a quantum the control output must pass the next level by before it steps
+    up (:func:`quantise`); 0 is plain rounding up."""
 
     def __post_init__(self) -> None:
         if not (
@@ -62,6 +71,8 @@ class ControlSettings:
             raise ValueError(f"lead_s must be finite and >= 0, got {self.lead_s}")
         if self.quantum < 1:
             raise ValueError(f"quantum must be >= 1, got {self.quantum}")
+        if not 0 <= self.deadband < 1:
+            raise ValueError(f"deadband must be in [0, 1), got {self.deadband}")
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
 
@@ -81,6 +92,20 @@ class StageDecision:
 
 def _quantise_up(value: float, quantum: int) -> int:
     return int(math.ceil(value / quantum - 1e-9) * quantum)
+
+
+def quantise(value: float, current: int, quantum: int, deadband: float) -> int:
+    """``value`` cores in whole quanta, with hysteresis around ``current``: up to
+    ``ceil(value/quantum − deadband)`` quanta when that is more than now (``value`` passed a
+    level by ``deadband`` of a quantum), down to ``ceil(value/quantum)`` quanta when that is
+    less (``value`` fell to the level below), else ``current``. ``deadband = 0`` is plain
+    rounding up. A Schmitt trigger on the quantiser (Åström & Murray, *Feedback Systems*,
+    2008, §3.4: hysteresis against chattering between levels)."""
+    up = _quantise_up(value - deadband * quantum, quantum)
+    if up > current:
+        return up
+    down = _quantise_up(value, quantum)
+    return down if down < current else current
 
 
 class StageController:
@@ -103,12 +128,15 @@ class StageController:
         self.cores = self._clamp(planned_cores, stage.tasks)
         self._last_t: float | None = None
 
-    def _clamp(self, cores: float, tasks_left: int) -> int:
-        """Quantised up, within ``[min_cores, max_cores]``, never above the tasks left."""
+    def _clamp(self, cores: float, tasks_left: int, current: int | None = None) -> int:
+        """Quantised (up, or with hysteresis around ``current``: :func:`quantise`), within
+        ``[min_cores, max_cores]``, never above the tasks left."""
         s = self.settings
         lo = _quantise_up(s.min_cores, s.quantum)
         hi = max(lo, min(s.max_cores, _quantise_up(max(tasks_left, 1), s.quantum)))
-        return min(max(_quantise_up(cores, s.quantum), lo), hi)
+        q = (_quantise_up(cores, s.quantum) if current is None
+             else quantise(cores, current, s.quantum, s.deadband))  # fmt: skip
+        return min(max(q, lo), hi)
 
     def _waves_need(self, tasks_left: int, time_left: float) -> int:
         """The fewest cores whose waves of mean-length tasks finish ``tasks_left`` tasks in
@@ -139,7 +167,7 @@ class StageController:
         if not (pushing_up or pushing_down):
             self.integral = min(max(self.integral + s.ki * error * dt, -1.0), 1.0)
         raw = need + s.max_cores * (s.kp * error + self.integral)
-        self.cores = self._clamp(raw, tasks_left)
+        self.cores = self._clamp(raw, tasks_left, self.cores)
         return StageDecision(t_s=now_s, key=self.stage.key, progress=progress, setpoint=setpoint,
                              error=error, need=need, cores=self.cores)  # fmt: skip
 
