@@ -1,0 +1,462 @@
+"""dynaSpark's benchmark: the deadline controller against static maximum, static minimum and
+Spark's own dynamic allocation, side by side in one run, three deadlines per job.
+
+(a) Real runs on ``local-cluster[2,1,1024]`` here, both benchmark jobs (``bench/spark_jobs/
+agg_events.py``, aggregation-heavy; ``join_skew.py``, join- and shuffle-heavy). Each job is
+profiled once (``hyperfleet spark profile``: every core); its deadlines are multiples of the
+profiled run's time on every core plus the executors' start (``LEAD_S``), the same for every
+contender. Every contender runs through the same harness, :func:`cloud.dynaspark.runner.run`, in
+a fresh process (its own JVM and local cluster), timed from the script's start to its end, with
+core-seconds the integral of the executors' cores read from Spark's REST API every second:
+
+- ``dynaspark``: the runner with deadline control (executor totals);
+- ``static-max``: every executor, fixed (control off);
+- ``static-min``: one executor, fixed (``spark.cores.max`` = one executor's cores);
+- ``dynamic-allocation``: Spark's own (``spark.dynamicAllocation.enabled=true`` with shuffle
+  tracking, its default timeouts, ``maxExecutors`` = the cluster's).
+
+(b) The simulator (:func:`cloud.dynaspark.simulate`) on the profiles those runs recorded, at 16
+and 64 cores (executors of 2 and 4 cores; the input grown with the cluster: every stage of more
+than one task gets cores/2 times its tasks), with the same contenders' policies and deadlines
+defined the same way (from the simulated shortest time), three seeds.
+
+(c) The real runs on a 16-core device machine (``local-cluster[8,2,...]``): ``--master``; not run
+unless one is lent.
+
+Reported per run: deadline met, deadline error (% of the deadline, + late), core-seconds, and
+the saving against static maximum (computed only where both met the deadline). Writes
+``bench/results/dynaspark.json`` (everything, timelines included) and ``dynaspark.png``.
+
+    .venv/bin/python bench/dynaspark.py            # full: both jobs, 3 deadlines, 4 contenders
+    .venv/bin/python bench/dynaspark.py --quick    # smaller inputs, the static contenders once
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+# Python puts bench/ first on sys.path, where bench/protocol.py would shadow the protocol package.
+sys.path[:] = [str(ROOT.parent), *[p for p in sys.path if Path(p or os.curdir).resolve() != ROOT]]
+
+from cloud.dynaspark import (  # noqa: E402
+    ControlSettings,
+    DeadlinePolicy,
+    DynamicAllocationPolicy,
+    JobController,
+    JobProfile,
+    Policy,
+    SimSettings,
+    StageProfile,
+    StaticPolicy,
+    simulate,
+)
+
+log = logging.getLogger("bench.dynaspark")
+
+MASTER = "local-cluster[2,1,1024]"
+LEAD_S = 5.0
+"""Seconds an executor takes to start, added to every deadline (the controller's ``lead_s``)."""
+FACTORS = (("tight", 1.25), ("medium", 1.6), ("loose", 2.2))
+"""Deadline = factor × the profiled time on every core + ``LEAD_S``."""
+CONTENDERS = ("dynaspark", "static-max", "static-min", "dynamic-allocation")
+JOBS = {
+    # job: (script, full-size args, --quick args)
+    "agg_events": ("agg_events.py", ["--rows", "1000000", "--users", "100000"],
+                   ["--rows", "400000", "--users", "50000"]),
+    "join_skew": ("join_skew.py", ["--rows", "800000", "--customers", "200000"],
+                  ["--rows", "300000", "--customers", "100000"]),
+}  # fmt: skip
+SIM_CORES = ((16, 2), (64, 4))
+"""(cluster cores, cores per executor) of the simulated clusters."""
+SIM_SEEDS = (0, 1, 2)
+ERROR_TARGET_PCT = 5.0
+SAVING_TARGET = 0.25
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    env["PYTHONPATH"] = str(ROOT.parent)
+    return env
+
+
+# --- one contender's run, in its own process -----------------------------------------------
+
+
+def contender_conf(contender: str, master: str) -> dict[str, str]:
+    """The Spark settings that make ``contender`` on ``master`` (all contenders: the same
+    master, the same job, the same harness)."""
+    from cloud.dynaspark.runner import cluster_cores
+
+    total, per = cluster_cores(master)
+    if contender == "static-min":
+        return {"spark.cores.max": str(per)}
+    if contender == "dynamic-allocation":
+        return {
+            "spark.dynamicAllocation.enabled": "true",
+            "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+            "spark.dynamicAllocation.maxExecutors": str(total // per),
+        }
+    return {}
+
+
+def start_cores(contender: str, master: str) -> int:
+    """Cores awaited before the script starts: the static contenders' executors (and every
+    one for dynaSpark, as ``hyperfleet spark run`` does); none for dynamic allocation, which
+    starts its own."""
+    from cloud.dynaspark.runner import cluster_cores
+
+    total, per = cluster_cores(master)
+    return {"static-min": per, "dynamic-allocation": 0}.get(contender, total)
+
+
+def one(args: argparse.Namespace, script_args: Sequence[str]) -> int:
+    """``--one``: profile the job, or run it as one contender, and write the JSON."""
+    from cloud.dynaspark.profiler import profile_script
+    from cloud.dynaspark.runner import RunSettings, prepare, run
+
+    logging.basicConfig(level=logging.WARNING)
+    out = Path(args.out)
+    if args.one == "profile":
+        profile = profile_script(args.script, script_args, master=args.master)
+        out.write_text(json.dumps(profile.to_json()))
+        return 0
+    conf = contender_conf(args.one, args.master)
+    settings = RunSettings(deadline_s=args.deadline, master=args.master, conf=conf,
+                           control=args.one == "dynaspark", lead_s=LEAD_S)  # fmt: skip
+    prepared = prepare(args.script, settings, profile_path=Path(args.profile))
+    report = run(prepared, script_args, start_cores=start_cores(args.one, args.master))
+    out.write_text(json.dumps(report.to_json()))
+    return 0
+
+
+def spawn(kind: str, job: Path, script_args: Sequence[str], out: Path, *, master: str,
+          deadline: float = 1.0, profile: Path | None = None, timeout_s: float = 900) -> float:  # fmt: skip
+    """Run ``--one kind`` in a fresh process; returns its wall seconds. Raises
+    ``RuntimeError`` with its stderr's tail when it fails."""
+    cmd = [_python(), str(Path(__file__).resolve()), "--one", kind, "--script", str(job),
+           "--master", master, "--deadline", str(deadline), "--out", str(out)]  # fmt: skip
+    if profile is not None:
+        cmd += ["--profile", str(profile)]
+    t0 = time.monotonic()
+    proc = subprocess.run([*cmd, "--", *script_args], env=_env(), capture_output=True,
+                          text=True, timeout=timeout_s)  # fmt: skip
+    if proc.returncode != 0 or not out.is_file():
+        raise RuntimeError(f"{kind} on {job.name} failed ({proc.returncode}): "
+                           f"{proc.stderr[-2000:]}")  # fmt: skip
+    return time.monotonic() - t0
+
+
+# --- scoring -----------------------------------------------------------------------------
+
+
+def score(rows: list[dict[str, Any]]) -> None:
+    """Adds ``saving_vs_static_max`` to each row: ``1 − core-s / static max's core-s`` of the
+    same setting (job or profile, cores, deadline, seed), only where both met the deadline
+    (``None`` otherwise)."""
+
+    def group(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["part"], r["job"], r["cores"], r["deadline"], r.get("seed", 0))
+
+    best = {group(r): r for r in rows if r["contender"] == "static-max"}
+    for r in rows:
+        ref = best.get(group(r))
+        ok = ref is not None and r["met"] and ref["met"] and ref["core_seconds"] > 0
+        r["saving_vs_static_max"] = (round(1 - r["core_seconds"] / ref["core_seconds"], 3)
+                                     if ok and ref is not None else None)  # fmt: skip
+
+
+def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, per part (real, sim-16, sim-64): dynaSpark met every feasible
+    deadline with |error| ≤ 5 %; ≥ 25 % fewer core-seconds than static maximum at medium and
+    loose deadlines (mean over the runs where both met); fewer misses than dynamic
+    allocation."""
+    out: dict[str, Any] = {}
+    for part in sorted({(r["part"], r["cores"]) for r in rows}):
+        mine = [r for r in rows if (r["part"], r["cores"]) == part]
+        dyn = [r for r in mine if r["contender"] == "dynaspark" and r.get("feasible", True)]
+        da = [r for r in mine if r["contender"] == "dynamic-allocation"]
+        savings = [r["saving_vs_static_max"] for r in dyn
+                   if r["deadline"] in ("medium", "loose") and r["saving_vs_static_max"] is not None]  # fmt: skip
+        within = [r for r in dyn if r["met"] and abs(r["deadline_error_pct"]) <= ERROR_TARGET_PCT]
+        misses = sum(not r["met"] for r in dyn)
+        da_misses = sum(not r["met"] for r in da)
+        mean_saving = sum(savings) / len(savings) if savings else None
+        out[f"{part[0]}-{part[1]}"] = {
+            "runs": len(dyn), "met": len(dyn) - misses,
+            "met_within_5pct": len(within),
+            "all_met_within_5pct": bool(dyn) and len(within) == len(dyn),
+            "mean_saving_medium_loose": None if mean_saving is None else round(mean_saving, 3),
+            "saving_target_met": mean_saving is not None and mean_saving >= SAVING_TARGET,
+            "misses": misses, "dynamic_allocation_misses": da_misses,
+            "fewer_misses_than_dynamic_allocation": misses < da_misses,
+            "no_more_misses_than_dynamic_allocation": misses <= da_misses,
+        }  # fmt: skip
+    return out
+
+
+# --- (a) real runs -----------------------------------------------------------------------
+
+
+def real_row(job: str, contender: str, label: str, deadline: float, seed: int,
+             report: dict[str, Any], wall_s: float) -> dict[str, Any]:  # fmt: skip
+    finish = float(report["finish_s"])
+    return {
+        "part": "real", "job": job, "cores": report["max_cores"], "contender": contender,
+        "deadline": label, "deadline_s": round(deadline, 2), "seed": seed,
+        "finish_s": round(finish, 2), "met": finish <= deadline,
+        "deadline_error_pct": round(100 * (finish - deadline) / deadline, 2),
+        "core_seconds": round(float(report["core_seconds"]), 1),
+        "actuations": report["actuations"], "feasible": report["feasible"] is not False,
+        "process_wall_s": round(wall_s, 1), "load_after": round(os.getloadavg()[0], 2),
+        "timeline": [[round(s["t_s"], 2), s["cores_observed"], s["cores_asked"],
+                      None if s["job_progress"] is None else round(s["job_progress"], 3)]
+                     for s in report["timeline"]],
+        "stages": [{k: s[k] for k in ("key", "tasks", "started_s", "completed_s",
+                                      "planned_deadline_s", "planned_cores", "cores_observed")}
+                   for s in report["stages"]],
+    }  # fmt: skip
+
+
+def real_part(jobs_dir: Path, work: Path, *, quick: bool, seeds: int, master: str,
+              only: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    profiles: dict[str, Any] = {}
+    for job, (script, full, small) in JOBS.items():
+        if only and job not in only:
+            continue
+        path = jobs_dir / script
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such job (--jobs-dir)")
+        args = small if quick else full
+        prof_path = work / f"{job}.profile.json"
+        load = os.getloadavg()[0]
+        wall = spawn("profile", path, args, prof_path, master=master)
+        profile = JobProfile.loads(prof_path.read_text())
+        base = profile.wall_s
+        deadlines = {label: f * base + LEAD_S for label, f in FACTORS}
+        profiles[job] = {"args": args, "profile": profile.to_json(), "base_s": round(base, 2),
+                         "deadlines_s": {k: round(v, 2) for k, v in deadlines.items()},
+                         "load_before": round(load, 2), "process_wall_s": round(wall, 1)}  # fmt: skip
+        log.info("%s profiled: %.1fs on every core; deadlines %s", job, base,
+                 {k: round(v, 1) for k, v in deadlines.items()})  # fmt: skip
+        # The static contenders and dynamic allocation ignore the deadline: in --quick they
+        # run once per seed and are scored against every deadline; otherwise once per deadline.
+        for seed in range(seeds):
+            cache: dict[str, tuple[dict[str, Any], float]] = {}
+            for label, deadline in deadlines.items():
+                for contender in CONTENDERS:
+                    reused = quick and contender != "dynaspark" and contender in cache
+                    if reused:
+                        report, w = cache[contender]
+                    else:
+                        out = work / f"{job}.{contender}.{label}.{seed}.json"
+                        w = spawn(contender, path, args, out, master=master, deadline=deadline,
+                                  profile=prof_path)  # fmt: skip
+                        report = json.loads(out.read_text())
+                        cache[contender] = (report, w)
+                    row = real_row(job, contender, label, deadline, seed, report, w)
+                    row["reused"] = reused
+                    rows.append(row)
+                    log.info("%s %-6s %-18s finish %6.1fs / %6.1fs %s, %6.1f core-s", job,
+                             label, contender, row["finish_s"], deadline,
+                             "met " if row["met"] else "MISS", row["core_seconds"])  # fmt: skip
+    return rows, profiles
+
+
+# --- (b) the simulator -------------------------------------------------------------------
+
+
+def grown(profile: JobProfile, factor: int) -> JobProfile:
+    """The profile with ``factor`` times the tasks (and work) in every stage of more than one
+    task: the same job on ``factor`` times the input (final single-task stages stay single)."""
+    stages = tuple(
+        StageProfile(key=s.key, name=s.name, tasks=s.tasks * (factor if s.tasks > 1 else 1),
+                     duration_s=s.duration_s,
+                     task_s=s.task_s * (factor if s.tasks > 1 else 1), task_cv=s.task_cv)
+        for s in profile.stages if s.task_s > 0
+    )  # fmt: skip
+    return JobProfile(script=profile.script, cores=profile.cores, wall_s=profile.wall_s,
+                      stages=stages)  # fmt: skip
+
+
+def sim_contenders(profile: JobProfile, cores: int, per: int, deadline: float) -> list[Policy]:
+    settings = ControlSettings(max_cores=cores, min_cores=per, quantum=per, lead_s=LEAD_S)
+    return [
+        DeadlinePolicy(JobController(profile, deadline, settings)),
+        StaticPolicy(cores, name="static-max"),
+        StaticPolicy(per, name="static-min"),
+        DynamicAllocationPolicy(min_cores=per, max_cores=cores, initial_cores=per,
+                                cores_per_executor=per),
+    ]  # fmt: skip
+
+
+def sim_part(profiles: dict[str, JobProfile]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for job, recorded in profiles.items():
+        for cores, per in SIM_CORES:
+            profile = grown(recorded, cores // recorded.cores)
+            shortest = profile.shortest_s(cores)
+            for label, factor in FACTORS:
+                deadline = factor * shortest + LEAD_S
+                for seed in SIM_SEEDS:
+                    settings = SimSettings(max_cores=cores, cores_per_executor=per,
+                                           executor_start_s=LEAD_S, seed=seed)  # fmt: skip
+                    for policy in sim_contenders(profile, cores, per, deadline):
+                        r = simulate(profile, policy, settings)
+                        rows.append({
+                            "part": "sim", "job": job, "cores": cores, "contender": r.policy,
+                            "deadline": label, "deadline_s": round(deadline, 2), "seed": seed,
+                            "finish_s": round(r.finish_s, 2),
+                            "met": r.finished and r.finish_s <= deadline,
+                            "deadline_error_pct": round(100 * (r.finish_s - deadline) / deadline, 2),
+                            "core_seconds": round(r.core_seconds, 1), "feasible": True,
+                        })  # fmt: skip
+    return rows
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows: per setting and contender, met (of runs), mean error, mean core-s,
+    mean saving vs static max."""
+    keys: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        keys.setdefault(
+            (r["part"], r["job"], r["cores"], r["deadline"], r["contender"]), []
+        ).append(r)
+    order = {label: i for i, (label, _) in enumerate(FACTORS)}
+    lines = ["| part | job | cores | deadline | contender | met | error % (mean) | core-s (mean) "
+             "| saving vs static max (mean, where both met) |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for k in sorted(keys, key=lambda k: (k[0] != "real", k[1], k[2], order[k[3]],
+                                         CONTENDERS.index(k[4]))):  # fmt: skip
+        rs = keys[k]
+        sv = [r["saving_vs_static_max"] for r in rs if r["saving_vs_static_max"] is not None]
+        lines.append(
+            f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} {rs[0]['deadline_s']:.1f} s | {k[4]} | "
+            f"{sum(r['met'] for r in rs)}/{len(rs)} | "
+            f"{sum(r['deadline_error_pct'] for r in rs) / len(rs):+.1f} | "
+            f"{sum(r['core_seconds'] for r in rs) / len(rs):.0f} | "
+            + (f"{sum(sv) / len(sv):.0%} |" if sv else "– |")
+        )  # fmt: skip
+    return lines
+
+
+def figure(rows: list[dict[str, Any]], path: Path) -> None:
+    """Core-seconds per contender and deadline (hatched: missed), one panel per setting."""
+    from matplotlib.figure import Figure
+
+    settings = sorted({(r["part"], r["job"], r["cores"]) for r in rows},
+                      key=lambda s: (s[0] != "real", s[1], s[2]))  # fmt: skip
+    cols = 3
+    nrows = math.ceil(len(settings) / cols)
+    fig = Figure(figsize=(5 * cols, 3.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    colours = dict(zip(CONTENDERS, ("tab:blue", "tab:red", "tab:green", "tab:orange"), strict=True))
+    for ax, (part, job, cores) in zip(axes.flat, settings, strict=False):
+        for j, (label, _) in enumerate(FACTORS):
+            for i, c in enumerate(CONTENDERS):
+                rs = [r for r in rows if (r["part"], r["job"], r["cores"], r["deadline"],
+                                          r["contender"]) == (part, job, cores, label, c)]  # fmt: skip
+                if not rs:
+                    continue
+                mean = sum(r["core_seconds"] for r in rs) / len(rs)
+                missed = sum(not r["met"] for r in rs)
+                ax.bar(j + (i - 1.5) * 0.2, mean, width=0.2, color=colours[c],
+                       hatch="//" if missed else None, edgecolor="black" if missed else None,
+                       label=c if j == 0 else None)  # fmt: skip
+                if missed:
+                    ax.text(j + (i - 1.5) * 0.2, mean, f"{missed}✗", ha="center", va="bottom",
+                            fontsize=7)  # fmt: skip
+        ax.set_xticks(range(len(FACTORS)), [label for label, _ in FACTORS])
+        ax.set_title(f"{'real local-cluster' if part == 'real' else 'simulator'}: {job}, "
+                     f"{cores} cores", fontsize=9)  # fmt: skip
+        ax.set_ylabel("core-seconds")
+    for ax in list(axes.flat)[len(settings) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("dynaSpark vs static max / static min / dynamic allocation "
+                 "(hatched, ✗: deadline missed in that many runs)")  # fmt: skip
+    fig.savefig(path, dpi=90)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, script_args = argv[:i], argv[i + 1 :]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="smaller inputs; the deadline-blind contenders run once per job")  # fmt: skip
+    p.add_argument("--seeds", type=int, default=1, help="real runs per contender and deadline")
+    p.add_argument("--jobs-dir", type=Path, default=ROOT / "spark_jobs")
+    p.add_argument("--job", action="append", default=[], help="only these jobs (repeatable)")
+    p.add_argument("--master", default=MASTER)
+    p.add_argument("--sim-only", type=Path, default=None,
+                   help="re-run only the simulator on the profiles of this results JSON")  # fmt: skip
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "dynaspark.json")
+    p.add_argument("--work", type=Path, default=None, help="where the runs' files go")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--script", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--profile", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one is not None:
+        return one(args, script_args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    started = time.time()
+    load_before = os.getloadavg()
+    if args.sim_only is not None:
+        old = json.loads(args.sim_only.read_text())
+        rows = [r for r in old["runs"] if r["part"] == "real"]
+        profiles_doc = old["profiles"]
+    else:
+        work = args.work or Path(tempfile.mkdtemp(prefix="dynaspark-bench-"))
+        work.mkdir(parents=True, exist_ok=True)
+        rows, profiles_doc = real_part(args.jobs_dir, work, quick=args.quick, seeds=args.seeds,
+                                       master=args.master, only=args.job)  # fmt: skip
+    recorded = {job: JobProfile.from_json(d["profile"]) for job, d in profiles_doc.items()}
+    rows += sim_part(recorded)
+    score(rows)
+    doc = {
+        "benchmark": "dynaspark", "quick": args.quick, "master": args.master,
+        "lead_s": LEAD_S, "factors": dict(FACTORS), "contenders": list(CONTENDERS),
+        "sim_cores": [list(c) for c in SIM_CORES], "sim_seeds": list(SIM_SEEDS),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
+        "command": " ".join(["bench/dynaspark.py", *argv]),
+        "profiles": profiles_doc, "targets": targets(rows), "runs": rows,
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    figure(rows, args.out.with_suffix(".png"))
+    print("\n".join(table(rows)))
+    print(json.dumps(doc["targets"], indent=1))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
