@@ -22,7 +22,8 @@ than profiled, executors that start late). Cores never exceed the tasks still to
 
 :class:`JobController` keeps one :class:`StageController` per running stage, re-plans the
 deadlines of the stages left whenever one completes (:func:`.planner.plan` with ``done``), and
-answers the job's total: the sum over running stages, never below the next stage's planned
+answers the job's total: the sum over running stages, not lowered within ``lead_s`` of a
+raise (the cores asked for are still starting), never below the next stage's planned
 cores (so they are there when it starts; holding them only near a stage's end measured worse in
 the simulator: more misses and more core-seconds). A stage the profile does not know gets
 ``max_cores`` (the deadline is what matters) and is reported.
@@ -57,6 +58,12 @@ class ControlSettings:
     deadband: float = 0.5
     """Fraction of a quantum the control output must pass the next level by before it steps
     up (:func:`quantise`); 0 is plain rounding up."""
+    level: str = "stage"
+    """``stage``: one PI controller per running stage, their cores summed (dynaSpark).
+    ``job``: one PI controller on the job's progress (its profiled work done) against a ramp
+    to ``alpha`` × the deadline, with the feed-forward the work left over the time left: for
+    jobs whose stages are short against an executor's start, where per-stage decisions churn
+    executors that arrive after the stage has ended."""
 
     def __post_init__(self) -> None:
         if not (
@@ -75,6 +82,8 @@ class ControlSettings:
             raise ValueError(f"deadband must be in [0, 1), got {self.deadband}")
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if self.level not in ("stage", "job"):
+            raise ValueError(f"level must be 'stage' or 'job', got {self.level!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +204,10 @@ class JobController:
     plans: list[tuple[float, Plan]] = field(default_factory=list)
     _done: set[str] = field(default_factory=set)
     _running: dict[str, _Running] = field(default_factory=dict)
+    _total: int = 0
+    _raised_at: float | None = None
+    _integral: float = 0.0
+    _last_t: float | None = None
 
     def __post_init__(self) -> None:
         self.plan = self._plan(0.0)
@@ -248,7 +261,59 @@ class JobController:
             total += decision.cores
         # Keep the next stage's planned cores in place: releasing them in this stage's tail
         # would cost their start again when it begins.
-        upcoming = next((p.cores for p in self.plan.stages if p.key not in self._running), 0)
-        total = max(total, upcoming)
         s = self.settings
-        return int(min(max(total, s.min_cores), s.max_cores))
+        if s.level == "job":
+            total = self._job_step(now_s)
+        else:
+            upcoming = next((p.cores for p in self.plan.stages if p.key not in self._running), 0)
+            total = max(total, upcoming)
+        total = int(min(max(total, s.min_cores), s.max_cores))
+        # Dwell: no decrease within lead_s of an increase. The cores asked for are still
+        # starting then, and lowering the total cancels them; the next increase would pay
+        # their start again (measured in the simulator: asking 8, 16, 8, 16 ... every period
+        # while the first executors started kept the first stage waiting 19 s, not 10).
+        if (total < self._total and self._raised_at is not None
+                and now_s - self._raised_at < s.lead_s):  # fmt: skip
+            total = self._total
+        if total > self._total:
+            self._raised_at = now_s
+        self._total = total
+        return total
+
+    def job_progress(self) -> float:
+        """Completed fraction of the profile's work (stages done, running ones by progress)."""
+        work = self.profile.work_s
+        if work <= 0:
+            return 0.0
+        done = sum(st.work_s for st in self.profile.stages if st.key in self._done)
+        for key, running in self._running.items():
+            stage = self.profile.stage(key)
+            if stage is not None:
+                done += stage.work_s * running.progress
+        return min(1.0, done / work)
+
+    def _job_step(self, now_s: float) -> int:
+        """``level="job"``: PI on the job's progress against a ramp from ``lead_s`` (the first
+        executors' start) to ``alpha`` × the deadline, on top of the work left (core-seconds)
+        over the time left, quantised with hysteresis around the current total."""
+        s = self.settings
+        dt = 0.0 if self._last_t is None else max(0.0, now_s - self._last_t)
+        self._last_t = now_s
+        target = s.alpha * self.deadline_s
+        start = min(s.lead_s, target / 2)
+        setpoint = min(max((now_s - start) / (target - start), 0.0), 1.0)
+        progress = self.job_progress()
+        error = setpoint - progress
+        left_s = max(target - now_s, 1e-3)
+        work_left = self.profile.work_s * (1.0 - progress)
+        need = work_left / left_s
+        if need > self._total:  # more cores arrive only after lead_s
+            need = work_left / max(left_s - s.lead_s, 1e-3)
+        raw_before = need + s.max_cores * (s.kp * error + self._integral)
+        pushing_up = error > 0 and raw_before >= s.max_cores
+        pushing_down = error < 0 and raw_before <= s.min_cores
+        if not (pushing_up or pushing_down):
+            self._integral = min(max(self._integral + s.ki * error * dt, -1.0), 1.0)
+        raw = min(need + s.max_cores * (s.kp * error + self._integral), float(s.max_cores))
+        current = max(self._total, _quantise_up(s.min_cores, s.quantum))
+        return quantise(raw, current, s.quantum, s.deadband)

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud.dynaspark import ControlSettings, JobProfile, StageController, StageProfile
+from cloud.dynaspark import (
+    ControlSettings,
+    JobController,
+    JobProfile,
+    StageController,
+    StageProfile,
+)
 from cloud.dynaspark.controller import quantise
 from cloud.dynaspark.runner import RunSettings, prepare
 
@@ -81,3 +87,42 @@ def test_control_off_runs_a_contender_on_a_cluster_master_with_its_profile(
                                            control=False))  # fmt: skip
     assert bare.profile is None
     assert not bare.control
+
+
+def two_stages() -> JobProfile:
+    return JobProfile(script="job.py", cores=8, wall_s=0.0, stages=(
+        StageProfile(key="a#0", name="a", tasks=64, duration_s=0.0, task_s=64.0, task_cv=0.3),
+        StageProfile(key="b#0", name="b", tasks=64, duration_s=0.0, task_s=64.0, task_cv=0.3),
+    ))  # fmt: skip
+
+
+def test_job_level_control_follows_the_jobs_progress_against_its_ramp() -> None:
+    settings = ControlSettings(max_cores=8, lead_s=0.0, level="job")
+
+    def after(progress: float) -> int:
+        c = JobController(two_stages(), 100.0, settings)
+        c.stage_started("a#0", 0.0, 64)
+        c.step(0.0, {"a#0": (0.0, 64)})
+        return c.step(40.0, {"a#0": (progress, round(64 * (1 - progress)))})
+
+    # 128 core-seconds over 95 s: 2 cores on the ramp; behind it more, ahead of it fewer.
+    assert after(0.0) > after(0.7) > after(1.0)
+    assert after(1.0) == 1
+    assert after(0.0) == 8
+
+
+def test_a_raise_is_not_taken_back_while_its_executors_start() -> None:
+    settings = ControlSettings(max_cores=8, lead_s=10.0, level="job")
+    c = JobController(two_stages(), 100.0, settings)
+    c.stage_started("a#0", 0.0, 64)
+    assert c.step(0.0, {"a#0": (0.0, 64)}) == 2
+    raised = c.step(30.0, {"a#0": (0.0, 64)})  # far behind: more cores
+    assert raised > 2
+    # Far ahead 5 s later: the new executors are still starting, the total holds.
+    assert c.step(35.0, {"a#0": (1.0, 0)}) == raised
+    assert c.step(41.0, {"a#0": (1.0, 0)}) < raised  # after lead_s it may fall
+
+
+def test_level_is_stage_or_job() -> None:
+    with pytest.raises(ValueError, match="level"):
+        ControlSettings(level="wave")
