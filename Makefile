@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: demo test check lint typecheck unit bench venv mosquitto java clean
 
-demo: $(STAMP) mosquitto
+demo: $(STAMP) mosquitto java
 	$(BIN)/hyperfleet demo $(ARGS)
 
 test: $(STAMP) mosquitto java lint typecheck

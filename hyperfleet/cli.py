@@ -173,6 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=float, default=1.0, help="emulated durations x this")
     p.add_argument("--planner", choices=["uniform", "hyperfl"], default=None)
     p.add_argument("--participants", type=int, default=10, help="first rounds' participants")
+    p.add_argument(
+        "--data",
+        choices=["spark", "numpy"],
+        default="spark",
+        help="prepare the data with the Spark pipeline under a deadline (default; NumPy when "
+        "no Java runtime is found) or with NumPy",
+    )
+    p.add_argument(
+        "--prep-deadline",
+        type=float,
+        default=120.0,
+        help="seconds the Spark preparation job must finish in (dynaSpark)",
+    )
     p.add_argument("--prefix", type=topic_prefix, default=_env("PREFIX", "hf/v1"))
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))
 

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from agent.device_class import load_fleet
-from cloud.pipelines import load_digits, prepare_federated
 from link import Backoff, read_shard
 from link.mqtt import MqttConnection, MqttSession
 from protocol import JobState, ProtocolError, Topics, decode, parse_broker_url
 
 from .broker import start_broker
-from .demo_serving import check_served, free_port, roma_args, wait_served
+from .demo_data import prepare_demo_data
+from .demo_serving import check_served, free_port, raw_inputs, roma_args, wait_served
 from .errors import UsageError
 from .exits import EXIT_FAILED, EXIT_NOT_REACHED, EXIT_OK
 from .flags import require_absolute
@@ -74,6 +74,9 @@ class DemoSettings:
     time_scale: float = 1.0
     planner: str = "hyperfl"
     participants: int = 10
+    data: str = "spark"
+    """``spark``: the preparation pipeline on Spark under :attr:`prep_deadline_s`; ``numpy``."""
+    prep_deadline_s: float = 120.0
 
     def __post_init__(self) -> None:
         require_absolute("out", self.out)
@@ -99,6 +102,8 @@ class DemoSettings:
             raise UsageError("--time-scale must be positive")
         if args.participants < 1:
             raise UsageError("--participants must be at least 1")
+        if not args.prep_deadline > 0 or args.prep_deadline == float("inf"):
+            raise UsageError("--prep-deadline must be a positive number of seconds")
         fleet = None if args.agents is not None else (args.fleet or DEFAULT_FLEET)
         planner = args.planner or ("hyperfl" if fleet else "uniform")
         return cls(
@@ -116,10 +121,12 @@ class DemoSettings:
             time_scale=args.time_scale,
             planner=planner,
             participants=args.participants,
+            data=args.data,
+            prep_deadline_s=args.prep_deadline,
         )
 
 
-def _job_toml(s: DemoSettings, holdout: Path, agents: int) -> str:
+def _job_toml(s: DemoSettings, holdout: Path, agents: int, normalization: Path | None) -> str:
     if s.fleet is None:  # a handful of real agents: everyone trains every round
         participants, min_agents, timeout, epochs = agents, agents, 20.0, 2
     else:  # an emulated fleet, some of it offline at any time
@@ -127,6 +134,7 @@ def _job_toml(s: DemoSettings, holdout: Path, agents: int) -> str:
     return f"""# Written by `hyperfleet demo`.
 job_id = "digits-demo"
 holdout = "{holdout.resolve()}"
+{"" if normalization is None else f'normalization = "{normalization.resolve()}"'}
 seed = {s.seed}
 
 [model]
@@ -220,9 +228,13 @@ async def _follow(
     await session.run()
 
 
-async def _serve_check(out: Path, roma_url: str, holdout: Path) -> dict[str, Any] | None:
+async def _serve_check(
+    out: Path, roma_url: str, holdout: Path, normalization: Path | None
+) -> dict[str, Any] | None:
     """Once the job has published its model: wait until ROMA serves it, then check it with a
-    burst of KServe v2 requests from the holdout (see :mod:`.demo_serving`)."""
+    burst of KServe v2 requests from the holdout (see :mod:`.demo_serving`). With the
+    pipeline's ``normalization`` the requests carry raw inputs, as clients send them: ROMA
+    normalises them with the statistics the ``ModelRef`` shipped."""
     outcome_file = out / "outcome.json"
     if not outcome_file.exists():
         return None
@@ -236,7 +248,10 @@ async def _serve_check(out: Path, roma_url: str, holdout: Path) -> dict[str, Any
         return {"served": False, "url": roma_url}
     data = read_shard(holdout)
     x = data.x.reshape(len(data), -1).astype(np.float32)
+    if normalization is not None:
+        x = raw_inputs(x, normalization)
     report = await check_served(roma_url, MODEL_NAME, x, data.y)
+    report["inputs"] = "raw" if normalization is not None else "normalised"
     report.update(served=True, url=roma_url, model=MODEL_NAME, version=version)
     print(
         f"served {MODEL_NAME} v{version} by ROMA at {roma_url}: {report['rows']} holdout rows in "
@@ -251,20 +266,25 @@ async def _serve_check(out: Path, roma_url: str, holdout: Path) -> dict[str, Any
 async def run_demo(s: DemoSettings) -> int:
     out = s.out
     if out.exists():
-        for child in ("state", "data", "logs", "model", "serving"):
+        for child in ("state", "data", "raw", "logs", "model", "serving"):
             shutil.rmtree(out / child, ignore_errors=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     fleet = load_fleet(s.fleet) if s.fleet else None
     agents = fleet.total if fleet else s.agents
-    print(
-        f"preparing digits for {agents} agents (Dirichlet alpha {s.alpha}, 20% holdout)", flush=True
+    prep = prepare_demo_data(
+        out / "data",
+        agents=agents,
+        alpha=s.alpha,
+        seed=s.seed,
+        deadline_s=s.prep_deadline_s,
+        use_spark=s.data == "spark",
+        profile=out / "prepare.profile.json",
+        logs=out / "logs",
     )
-    layout = prepare_federated(
-        load_digits(), agents=agents, alpha=s.alpha, holdout=0.2, seed=s.seed, out_dir=out / "data"
-    )
+    layout = prep.layout
     job = out / "job.toml"
-    job.write_text(_job_toml(s, layout.holdout, agents))
+    job.write_text(_job_toml(s, layout.holdout, agents, prep.normalization))
     topics = Topics(s.prefix)
     with contextlib.ExitStack() as stack:
         if s.broker is None:
@@ -336,7 +356,7 @@ async def run_demo(s: DemoSettings) -> int:
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)  # let the last retained state arrive
             follower.cancel()
-        serving = await _serve_check(out, roma_url, layout.holdout)
+        serving = await _serve_check(out, roma_url, layout.holdout, prep.normalization)
         if coordinator.poll() is None and not outcome_file.exists():
             coordinator.kill()
             print("the coordinator did not finish in time; see its log", file=sys.stderr)
@@ -359,6 +379,7 @@ async def run_demo(s: DemoSettings) -> int:
             "replies": report["replies_total"],
             "overrun_share": report["overrun_share"],
         }
+    summary["preparation"] = prep.report
     if serving is not None:
         summary["serving"] = serving
     dump_json(out / "summary.json", summary)

@@ -12,6 +12,7 @@ the client-side p50/p95 against the model's SLA.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy.typing as npt
 
 from cloud.roma.v2 import HEADER_LENGTH, Tensor, decode_infer_response, encode_infer_request
 
-__all__ = ["DEMO_SLA_MS", "check_served", "free_port", "roma_args", "wait_served"]
+__all__ = ["DEMO_SLA_MS", "check_served", "free_port", "raw_inputs", "roma_args", "wait_served"]
 
 DEMO_SLA_MS = 20.0
 """The served model's response-time SLA (p95) in the demo."""
@@ -41,6 +42,15 @@ def roma_args(
     )
     return ["serve", "--repository", str(repository), "--port", str(port),
             "--broker", broker_url, "--prefix", prefix]  # fmt: skip
+
+
+def raw_inputs(x: npt.NDArray[np.float32], normalization: Path) -> npt.NDArray[np.float32]:
+    """Undo the pipeline's normalisation (``normalization.json``: ``(x - offset) * scale``):
+    the raw inputs a client would send, which the server normalises again."""
+    doc = json.loads(normalization.read_text())
+    offset = np.asarray(doc["offset"], dtype=np.float64)
+    scale = np.asarray(doc["scale"], dtype=np.float64)
+    return (x.astype(np.float64) / scale + offset).astype(np.float32)
 
 
 def free_port() -> int:

@@ -17,7 +17,15 @@ from protocol import Shard
 
 from .errors import DataError
 
-__all__ = ["label_histogram", "partition_dirichlet", "partition_iid", "split_holdout"]
+__all__ = [
+    "dirichlet_indices",
+    "holdout_indices",
+    "iid_indices",
+    "label_histogram",
+    "partition_dirichlet",
+    "partition_iid",
+    "split_holdout",
+]
 
 Indices = npt.NDArray[np.intp]
 
@@ -32,34 +40,49 @@ def split_holdout(shard: Shard, fraction: float, seed: int) -> tuple[Shard, Shar
 
     The split is stratified: each class contributes to the holdout in proportion to its size
     (largest-remainder rounding), and the holdout has ``round(fraction * n)`` examples, at least
-    one, while the rest keeps at least one.
+    one, while the rest keeps at least one. The indices are :func:`holdout_indices`'.
     """
+    rest, holdout = holdout_indices(shard.y, fraction, seed)
+    return _take(shard, rest), _take(shard, holdout)
+
+
+def holdout_indices(
+    labels: npt.NDArray[np.int64], fraction: float, seed: int
+) -> tuple[Indices, Indices]:
+    """The row indices :func:`split_holdout` keeps and holds out: ``(rest, holdout)``, each in the
+    order the split leaves them. Depends on ``labels`` only through each class's positions, so
+    two label arrays with the same classes in the same order split the same way."""
     if not (math.isfinite(fraction) and 0.0 < fraction < 1.0):
         raise DataError(f"holdout fraction must lie strictly between 0 and 1, got {fraction}")
-    total = len(shard)
+    total = int(labels.shape[0])
     if total < 2:
         raise DataError(f"cannot split a holdout from {total} example(s); need at least 2")
     rng = _rng(seed)
     wanted = min(max(round(fraction * total), 1), total - 1)
-    classes, counts = np.unique(shard.y, return_counts=True)
+    classes, counts = np.unique(labels, return_counts=True)
     shares = np.asarray(counts * (wanted / total), dtype=np.float64)
     quotas = _largest_remainder(shares, wanted)
     held: list[Indices] = []
     kept: list[Indices] = []
     for label, quota in zip(classes, quotas, strict=True):
-        members = rng.permutation(np.flatnonzero(shard.y == label))
+        members = rng.permutation(np.flatnonzero(labels == label))
         held.append(members[:quota])
         kept.append(members[quota:])
     rest = rng.permutation(np.concatenate(kept))
     holdout = rng.permutation(np.concatenate(held))
-    return _take(shard, rest), _take(shard, holdout)
+    return rest, holdout
 
 
 def partition_iid(shard: Shard, n: int, seed: int) -> list[Shard]:
     """Shuffle and deal the examples to ``n`` agents; sizes differ by at most one."""
-    _check_agents(shard, n)
-    order = _rng(seed).permutation(len(shard))
-    return [_take(shard, part) for part in np.array_split(order, n)]
+    return [_take(shard, part) for part in iid_indices(len(shard), n, seed)]
+
+
+def iid_indices(examples: int, n: int, seed: int) -> list[Indices]:
+    """The row indices :func:`partition_iid` gives each of ``n`` agents, in shard order."""
+    _check_agents(examples, n)
+    order = _rng(seed).permutation(examples)
+    return list(np.array_split(order, n))
 
 
 def partition_dirichlet(
@@ -75,10 +98,22 @@ def partition_dirichlet(
     least 1) so that small data sets split over many agents remain feasible. Small ``alpha`` gives
     each agent few classes; large ``alpha`` approaches an IID split.
     """
-    _check_agents(shard, n)
+    return [_take(shard, part) for part in dirichlet_indices(shard.y, n, alpha, seed, min_examples)]
+
+
+def dirichlet_indices(
+    labels: npt.NDArray[np.int64],
+    n: int,
+    alpha: float,
+    seed: int,
+    min_examples: int | None = None,
+) -> list[Indices]:
+    """The row indices :func:`partition_dirichlet` gives each of ``n`` agents, in shard order;
+    like :func:`holdout_indices`, a function of each class's positions only."""
+    _check_agents(int(labels.shape[0]), n)
     if not (math.isfinite(alpha) and alpha > 0.0):
         raise DataError(f"Dirichlet alpha must be a positive number, got {alpha}")
-    total = len(shard)
+    total = int(labels.shape[0])
     if min_examples is None:
         floor = max(1, min(DEFAULT_MIN_EXAMPLES, total // (4 * n)))
     elif min_examples < 1:
@@ -90,11 +125,11 @@ def partition_dirichlet(
     else:
         floor = min_examples
     rng = _rng(seed)
-    by_class = [np.flatnonzero(shard.y == label) for label in np.unique(shard.y)]
+    by_class = [np.flatnonzero(labels == label) for label in np.unique(labels)]
     for _ in range(MAX_DIRICHLET_DRAWS):
         parts = _dirichlet_draw(by_class, n, alpha, total, rng)
         if min(len(part) for part in parts) >= floor:
-            return [_take(shard, rng.permutation(part)) for part in parts]
+            return [rng.permutation(part) for part in parts]
     raise DataError(
         f"no Dirichlet(alpha={alpha}) split of {total} examples over {n} agents gave every agent "
         f"{floor} examples in {MAX_DIRICHLET_DRAWS} draws; raise alpha, lower min_examples or "
@@ -143,11 +178,11 @@ def _largest_remainder(shares: npt.NDArray[np.float64], total: int) -> npt.NDArr
     return quotas
 
 
-def _check_agents(shard: Shard, n: int) -> None:
+def _check_agents(examples: int, n: int) -> None:
     if n < 1:
         raise DataError(f"need at least 1 agent, got {n}")
-    if n > len(shard):
-        raise DataError(f"cannot give {n} agents an example each from {len(shard)} examples")
+    if n > examples:
+        raise DataError(f"cannot give {n} agents an example each from {examples} examples")
 
 
 def _rng(seed: int) -> np.random.Generator:

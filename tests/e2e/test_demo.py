@@ -64,6 +64,16 @@ def test_demo_with_four_agents_reaches_its_target(tmp_path: Path, mosquitto_bina
     assert serving["requests"] > 0
     assert abs(serving["accuracy"] - summary["final_accuracy"]) <= 0.02
     assert "served digits-mlp" in proc.stdout
+    # The data came through the Spark pipeline under a deadline, and the model was served with
+    # its statistics: the client sent raw pixel counts.
+    preparation = summary["preparation"]
+    assert preparation["engine"] == "spark", preparation
+    assert preparation["deadline_s"] == 120
+    assert preparation["finish_s"] > 0
+    assert preparation["core_seconds"] > 0
+    assert "data ready: the job finished in" in proc.stdout
+    assert (out / "data" / "normalization.json").is_file()
+    assert serving["inputs"] == "raw"
     # A stock client, JSON and binary, against the version the demo installed.
     for binary in (False, True):
         accuracy = _triton_accuracy(out, binary=binary)
@@ -97,9 +107,11 @@ def _triton_accuracy(out: Path, *, binary: bool) -> float:
             assert server.poll() is None, (out / "logs" / "roma-triton.log").read_text()
             time.sleep(0.1)
         holdout = read_shard(out / "data" / "holdout.npz")
+        stats = json.loads((out / "data" / "normalization.json").read_text())
+        raw = holdout.x / np.asarray(stats["scale"]) + np.asarray(stats["offset"])
         correct = 0
         for i in range(0, len(holdout.x), 16):
-            rows = np.ascontiguousarray(holdout.x[i : i + 16], dtype=np.float32)
+            rows = np.ascontiguousarray(raw[i : i + 16], dtype=np.float32)
             inp = triton.InferInput("input", list(rows.shape), "FP32")
             inp.set_data_from_numpy(rows, binary_data=binary)
             result = client.infer(
@@ -128,6 +140,8 @@ def test_demo_says_clearly_when_the_target_is_out_of_reach(
         "0.999",
         "--time-budget",
         "15",
+        "--data",
+        "numpy",
     )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "not reached" in proc.stderr
