@@ -85,6 +85,8 @@ SIM_CORES = ((16, 2), (64, 4))
 SIM_SEEDS = (0, 1, 2)
 ERROR_TARGET_PCT = 5.0
 SAVING_TARGET = 0.25
+ERROR_CLIP = 100.0
+"""The figure's deadline-error axis stops here (the value is written on a clipped bar)."""
 
 
 def _python() -> str:
@@ -370,44 +372,58 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def figure(rows: list[dict[str, Any]], path: Path) -> None:
-    """Core-seconds per contender and deadline (hatched: missed), one panel per setting."""
+    """Per setting (real or simulated job and cores), core-seconds (top; hatched and ✗: runs
+    that missed) and deadline error (bottom; + late) per contender and deadline."""
     from matplotlib.figure import Figure
 
     settings = sorted({(r["part"], r["job"], r["cores"]) for r in rows},
                       key=lambda s: (s[0] != "real", s[1], s[2]))  # fmt: skip
-    cols = 3
-    nrows = math.ceil(len(settings) / cols)
-    fig = Figure(figsize=(5 * cols, 3.6 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, cols, squeeze=False)
     names = (*CONTENDERS, *SIM_ONLY)
     colours = dict(zip(names, ("tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple"),
                        strict=True))  # fmt: skip
     width = 0.16
-    for ax, (part, job, cores) in zip(axes.flat, settings, strict=False):
+    cols = 3
+    blocks = math.ceil(len(settings) / cols)
+    fig = Figure(figsize=(5 * cols, 6.4 * blocks), layout="constrained")
+    axes = fig.subplots(2 * blocks, cols, squeeze=False)
+    for n, (part, job, cores) in enumerate(settings):
+        top, bottom = axes[2 * (n // cols), n % cols], axes[2 * (n // cols) + 1, n % cols]
         for j, (label, _) in enumerate(FACTORS):
             for i, c in enumerate(names):
                 rs = [r for r in rows if (r["part"], r["job"], r["cores"], r["deadline"],
                                           r["contender"]) == (part, job, cores, label, c)]  # fmt: skip
                 if not rs:
                     continue
+                x = j + (i - 2) * width
                 mean = sum(r["core_seconds"] for r in rs) / len(rs)
                 missed = sum(not r["met"] for r in rs)
-                ax.bar(j + (i - 2) * width, mean, width=width, color=colours[c],
-                       hatch="//" if missed else None, edgecolor="black" if missed else None,
-                       label=c if j == 0 else None)  # fmt: skip
+                top.bar(x, mean, width=width, color=colours[c], hatch="//" if missed else None,
+                        edgecolor="black" if missed else None, label=c if j == 0 else None)  # fmt: skip
                 if missed:
-                    ax.text(j + (i - 2) * width, mean, f"{missed}✗", ha="center", va="bottom",
-                            fontsize=7)  # fmt: skip
-        ax.set_xticks(range(len(FACTORS)), [label for label, _ in FACTORS])
-        ax.set_title(f"{'real local-cluster' if part == 'real' else 'simulator'}: {job}, "
-                     f"{cores} cores", fontsize=9)  # fmt: skip
-        ax.set_ylabel("core-seconds")
-    for ax in list(axes.flat)[len(settings) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle("dynaSpark vs static max / static min / dynamic allocation "
-                 "(hatched, ✗: deadline missed in that many runs)")  # fmt: skip
-    fig.savefig(path, dpi=90)
+                    top.text(x, mean, f"{missed}✗", ha="center", va="bottom", fontsize=7)
+                err = sum(r["deadline_error_pct"] for r in rs) / len(rs)
+                bottom.bar(x, max(-ERROR_CLIP, min(ERROR_CLIP, err)), width=width,
+                           color=colours[c])  # fmt: skip
+                if abs(err) > ERROR_CLIP:  # static minimum on 16 or 64 cores: far off the axis
+                    bottom.text(x, math.copysign(ERROR_CLIP, err), f"{err:+.0f}", ha="center",
+                                va="bottom" if err > 0 else "top", fontsize=6, rotation=90)  # fmt: skip
+        where = "real local-cluster" if part == "real" else "simulator"
+        top.set_title(f"{where}: {job}, {cores} cores", fontsize=9)
+        top.set_ylabel("core-seconds")
+        bottom.set_ylabel("deadline error % (+ late)")
+        bottom.axhline(0, color="black", linewidth=0.8)
+        bottom.set_ylim(-ERROR_CLIP * 1.3, ERROR_CLIP * 1.3)
+        bottom.axhspan(-ERROR_TARGET_PCT, ERROR_TARGET_PCT, color="grey", alpha=0.2)
+        for ax in (top, bottom):
+            ax.set_xticks(range(len(FACTORS)), [label for label, _ in FACTORS])
+        if n == 0 or (part == "sim" and settings[n - 1][0] == "real"):
+            top.legend(fontsize=7)
+    for ax in list(axes.flat):
+        if not ax.has_data():
+            ax.axis("off")
+    fig.suptitle("dynaSpark vs static max / static min / dynamic allocation: core-seconds "
+                 "(hatched, ✗: missed in that many runs) and deadline error (grey: ±5 %)")  # fmt: skip
+    fig.savefig(path, dpi=80)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -424,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--job", action="append", default=[], help="only these jobs (repeatable)")
     p.add_argument("--master", default=MASTER)
     p.add_argument("--sim-only", type=Path, default=None,
-                   help="re-run only the simulator on the profiles of this results JSON")  # fmt: skip
+                   help="keep the real runs of this results JSON, re-run the simulator on its "
+                   "profiles, rewrite the JSON and figure")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "results" / "dynaspark.json")
     p.add_argument("--work", type=Path, default=None, help="where the runs' files go")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
