@@ -474,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = time.time()
     load_before = os.getloadavg()
+    old: dict[str, Any] = {}
     if args.sim_only is not None:
         old = json.loads(args.sim_only.read_text())
         rows = [r for r in old["runs"] if r["part"] == "real"]
@@ -497,6 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": " ".join(["bench/dynaspark.py", *argv]),
         "profiles": profiles_doc, "targets": targets(rows, floor=_floor(args.master)), "runs": rows,
     }  # fmt: skip
+    if old:  # the real runs' circumstances are the old run's; the simulator's are now
+        doc.update({k: old[k] for k in ("quick", "master", "started", "seconds", "load_before",
+                                         "load_after", "command") if k in old})  # fmt: skip
+        doc["resimulated"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     figure(rows, args.out.with_suffix(".png"))

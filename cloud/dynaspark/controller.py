@@ -61,7 +61,8 @@ class ControlSettings:
     level: str = "stage"
     """``stage``: one PI controller per running stage, their cores summed (dynaSpark).
     ``job``: one PI controller on the job's progress (its profiled work done) against a ramp
-    to ``alpha`` × the deadline, with the feed-forward the work left over the time left: for
+    to ``alpha`` × the deadline, with the feed-forward the fewest cores whose waves fit the
+    stages left into the time left: for
     jobs whose stages are short against an executor's start, where per-stage decisions churn
     executors that arrive after the stage has ended."""
 
@@ -292,10 +293,32 @@ class JobController:
                 done += stage.work_s * running.progress
         return min(1.0, done / work)
 
+    def _waves_need(self, left_s: float) -> int:
+        """The fewest cores (whole quanta) on which the stages left, in whole waves of their
+        tasks left (:meth:`.profile.StageProfile.shortest_s`), fit ``left_s`` one after
+        another; ``max_cores`` when none does. Stages of few tasks and the last wave's idle
+        cores count, which the work left over the time left would not."""
+        s = self.settings
+        left = []
+        for st in self.profile.stages:
+            if st.key in self._done:
+                continue
+            running = self._running.get(st.key)
+            tasks = st.tasks if running is None else max(0, running.tasks_left)
+            if tasks > 0:
+                left.append((tasks, st.task_mean_s))
+        if not left:
+            return 0
+        for cores in range(_quantise_up(s.min_cores, s.quantum), s.max_cores + 1, s.quantum):
+            if sum(math.ceil(n / min(cores, n)) * m for n, m in left) <= left_s:
+                return cores
+        return s.max_cores
+
     def _job_step(self, now_s: float) -> int:
         """``level="job"``: PI on the job's progress against a ramp from ``lead_s`` (the first
-        executors' start) to ``alpha`` × the deadline, on top of the work left (core-seconds)
-        over the time left, quantised with hysteresis around the current total."""
+        executors' start) to ``alpha`` × the deadline, on top of the fewest cores whose waves
+        fit the stages left into the time left (:meth:`_waves_need`), quantised with
+        hysteresis around the current total."""
         s = self.settings
         dt = 0.0 if self._last_t is None else max(0.0, now_s - self._last_t)
         self._last_t = now_s
@@ -305,10 +328,9 @@ class JobController:
         progress = self.job_progress()
         error = setpoint - progress
         left_s = max(target - now_s, 1e-3)
-        work_left = self.profile.work_s * (1.0 - progress)
-        need = work_left / left_s
+        need = float(self._waves_need(left_s))
         if need > self._total:  # more cores arrive only after lead_s
-            need = work_left / max(left_s - s.lead_s, 1e-3)
+            need = float(self._waves_need(max(left_s - s.lead_s, 1e-3)))
         raw_before = need + s.max_cores * (s.kp * error + self._integral)
         pushing_up = error > 0 and raw_before >= s.max_cores
         pushing_down = error < 0 and raw_before <= s.min_cores

@@ -86,9 +86,9 @@ class RunSettings:
     level: str = "job"
     """``job``: one controller on the job's progress; ``stage``: dynaSpark's controller per
     stage (:attr:`.controller.ControlSettings.level`). Measured in the simulator on the
-    benchmark jobs' profiles (``bench/dynaspark.py``), whose stages last 0.1 to 3 s against
-    an executor's 10 s start: per stage cost 9 to 41 % more core-seconds than static maximum,
-    per job 2 % more to 9 % fewer, with as many deadlines met or more in 10 of 12 settings."""
+    benchmark jobs' profiles at 16 and 64 cores (``bench/dynaspark.py``; stages of 0.1 to
+    3 s against an executor's 10 s start): per job met 29 of 36 deadlines at 6 % more
+    core-seconds than static maximum (medium and loose), per stage 26 at 26 % more."""
     graceful: bool = True
     """With control, release executors by decommissioning them, their shuffle files moved to
     the executors that stay (:data:`.actuators.GRACEFUL_CONF`, unless ``conf`` sets
