@@ -8,7 +8,13 @@ progress error against a linear ramp from the stage's start to its deadline::
     need = fewest cores whose waves of the tasks left fit the time left (less ``lead_s``,
            the executors' start, when that means more cores than now)
     I   <- clamp(I + ki·e·dt, -1, 1)     not integrated while saturated in e's direction
-    u    = need + max_cores · (kp·e + I)                     quantised up, clamped
+    u    = need + max_cores · (kp·e + I)                     quantised with hysteresis, clamped
+
+Quantisation (:func:`quantise`) has a deadband: ``u`` must pass the next executor's cores by
+``deadband`` of an executor before one more is asked for, and fall to the level below before
+one is released. Without it any positive error (there is one at every ramp's start: progress
+counts completed tasks, which come a task's time after the ramp has begun) asks for one more
+executor, which on a real cluster starts, costs its start and is released again.
 
 ``need`` is a model-based feed-forward from the profile's work (the part xSpark computes once,
 at stage start, from the nominal rate); the PI part corrects for the model's error (tasks slower
@@ -16,7 +22,8 @@ than profiled, executors that start late). Cores never exceed the tasks still to
 
 :class:`JobController` keeps one :class:`StageController` per running stage, re-plans the
 deadlines of the stages left whenever one completes (:func:`.planner.plan` with ``done``), and
-answers the job's total: the sum over running stages, never below the next stage's planned
+answers the job's total: the sum over running stages, not lowered within ``lead_s`` of a
+raise (the cores asked for are still starting), never below the next stage's planned
 cores (so they are there when it starts; holding them only near a stage's end measured worse in
 the simulator: more misses and more core-seconds). A stage the profile does not know gets
 ``max_cores`` (the deadline is what matters) and is reported.
@@ -31,7 +38,7 @@ from dataclasses import dataclass, field
 from .planner import Plan, plan
 from .profile import JobProfile, StageProfile
 
-__all__ = ["ControlSettings", "JobController", "StageController", "StageDecision"]
+__all__ = ["ControlSettings", "JobController", "StageController", "StageDecision", "quantise"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +55,16 @@ class ControlSettings:
     lead_s: float = 5.0
     """Seconds new cores take to arrive (an executor's start): an increase is sized to finish
     in the time left minus this."""
+    deadband: float = 0.5
+    """Fraction of a quantum the control output must pass the next level by before it steps
+    up (:func:`quantise`); 0 is plain rounding up."""
+    level: str = "stage"
+    """``stage``: one PI controller per running stage, their cores summed (dynaSpark).
+    ``job``: one PI controller on the job's progress (its profiled work done) against a ramp
+    to ``alpha`` × the deadline, with the feed-forward the fewest cores whose waves fit the
+    stages left into the time left: for
+    jobs whose stages are short against an executor's start, where per-stage decisions churn
+    executors that arrive after the stage has ended."""
 
     def __post_init__(self) -> None:
         if not (
@@ -62,8 +79,12 @@ class ControlSettings:
             raise ValueError(f"lead_s must be finite and >= 0, got {self.lead_s}")
         if self.quantum < 1:
             raise ValueError(f"quantum must be >= 1, got {self.quantum}")
+        if not 0 <= self.deadband < 1:
+            raise ValueError(f"deadband must be in [0, 1), got {self.deadband}")
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if self.level not in ("stage", "job"):
+            raise ValueError(f"level must be 'stage' or 'job', got {self.level!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +102,20 @@ class StageDecision:
 
 def _quantise_up(value: float, quantum: int) -> int:
     return int(math.ceil(value / quantum - 1e-9) * quantum)
+
+
+def quantise(value: float, current: int, quantum: int, deadband: float) -> int:
+    """``value`` cores in whole quanta, with hysteresis around ``current``: up to
+    ``ceil(value/quantum − deadband)`` quanta when that is more than now (``value`` passed a
+    level by ``deadband`` of a quantum), down to ``ceil(value/quantum)`` quanta when that is
+    less (``value`` fell to the level below), else ``current``. ``deadband = 0`` is plain
+    rounding up. A Schmitt trigger on the quantiser (Åström & Murray, *Feedback Systems*,
+    2008, §3.4: hysteresis against chattering between levels)."""
+    up = _quantise_up(value - deadband * quantum, quantum)
+    if up > current:
+        return up
+    down = _quantise_up(value, quantum)
+    return down if down < current else current
 
 
 class StageController:
@@ -103,12 +138,15 @@ class StageController:
         self.cores = self._clamp(planned_cores, stage.tasks)
         self._last_t: float | None = None
 
-    def _clamp(self, cores: float, tasks_left: int) -> int:
-        """Quantised up, within ``[min_cores, max_cores]``, never above the tasks left."""
+    def _clamp(self, cores: float, tasks_left: int, current: int | None = None) -> int:
+        """Quantised (up, or with hysteresis around ``current``: :func:`quantise`), within
+        ``[min_cores, max_cores]``, never above the tasks left."""
         s = self.settings
         lo = _quantise_up(s.min_cores, s.quantum)
         hi = max(lo, min(s.max_cores, _quantise_up(max(tasks_left, 1), s.quantum)))
-        return min(max(_quantise_up(cores, s.quantum), lo), hi)
+        q = (_quantise_up(cores, s.quantum) if current is None
+             else quantise(cores, current, s.quantum, s.deadband))  # fmt: skip
+        return min(max(q, lo), hi)
 
     def _waves_need(self, tasks_left: int, time_left: float) -> int:
         """The fewest cores whose waves of mean-length tasks finish ``tasks_left`` tasks in
@@ -139,7 +177,7 @@ class StageController:
         if not (pushing_up or pushing_down):
             self.integral = min(max(self.integral + s.ki * error * dt, -1.0), 1.0)
         raw = need + s.max_cores * (s.kp * error + self.integral)
-        self.cores = self._clamp(raw, tasks_left)
+        self.cores = self._clamp(raw, tasks_left, self.cores)
         return StageDecision(t_s=now_s, key=self.stage.key, progress=progress, setpoint=setpoint,
                              error=error, need=need, cores=self.cores)  # fmt: skip
 
@@ -167,6 +205,10 @@ class JobController:
     plans: list[tuple[float, Plan]] = field(default_factory=list)
     _done: set[str] = field(default_factory=set)
     _running: dict[str, _Running] = field(default_factory=dict)
+    _total: int = 0
+    _raised_at: float | None = None
+    _integral: float = 0.0
+    _last_t: float | None = None
 
     def __post_init__(self) -> None:
         self.plan = self._plan(0.0)
@@ -220,7 +262,80 @@ class JobController:
             total += decision.cores
         # Keep the next stage's planned cores in place: releasing them in this stage's tail
         # would cost their start again when it begins.
-        upcoming = next((p.cores for p in self.plan.stages if p.key not in self._running), 0)
-        total = max(total, upcoming)
         s = self.settings
-        return int(min(max(total, s.min_cores), s.max_cores))
+        if s.level == "job":
+            total = self._job_step(now_s)
+        else:
+            upcoming = next((p.cores for p in self.plan.stages if p.key not in self._running), 0)
+            total = max(total, upcoming)
+        total = int(min(max(total, s.min_cores), s.max_cores))
+        # Dwell: no decrease within lead_s of an increase. The cores asked for are still
+        # starting then, and lowering the total cancels them; the next increase would pay
+        # their start again (measured in the simulator: asking 8, 16, 8, 16 ... every period
+        # while the first executors started kept the first stage waiting 19 s, not 10).
+        if (total < self._total and self._raised_at is not None
+                and now_s - self._raised_at < s.lead_s):  # fmt: skip
+            total = self._total
+        if total > self._total:
+            self._raised_at = now_s
+        self._total = total
+        return total
+
+    def job_progress(self) -> float:
+        """Completed fraction of the profile's work (stages done, running ones by progress)."""
+        work = self.profile.work_s
+        if work <= 0:
+            return 0.0
+        done = sum(st.work_s for st in self.profile.stages if st.key in self._done)
+        for key, running in self._running.items():
+            stage = self.profile.stage(key)
+            if stage is not None:
+                done += stage.work_s * running.progress
+        return min(1.0, done / work)
+
+    def _waves_need(self, left_s: float) -> int:
+        """The fewest cores (whole quanta) on which the stages left, in whole waves of their
+        tasks left (:meth:`.profile.StageProfile.shortest_s`), fit ``left_s`` one after
+        another; ``max_cores`` when none does. Stages of few tasks and the last wave's idle
+        cores count, which the work left over the time left would not."""
+        s = self.settings
+        left = []
+        for st in self.profile.stages:
+            if st.key in self._done:
+                continue
+            running = self._running.get(st.key)
+            tasks = st.tasks if running is None else max(0, running.tasks_left)
+            if tasks > 0:
+                left.append((tasks, st.task_mean_s))
+        if not left:
+            return 0
+        for cores in range(_quantise_up(s.min_cores, s.quantum), s.max_cores + 1, s.quantum):
+            if sum(math.ceil(n / min(cores, n)) * m for n, m in left) <= left_s:
+                return cores
+        return s.max_cores
+
+    def _job_step(self, now_s: float) -> int:
+        """``level="job"``: PI on the job's progress against a ramp from ``lead_s`` (the first
+        executors' start) to ``alpha`` × the deadline, on top of the fewest cores whose waves
+        fit the stages left into the time left (:meth:`_waves_need`), quantised with
+        hysteresis around the current total."""
+        s = self.settings
+        dt = 0.0 if self._last_t is None else max(0.0, now_s - self._last_t)
+        self._last_t = now_s
+        target = s.alpha * self.deadline_s
+        start = min(s.lead_s, target / 2)
+        setpoint = min(max((now_s - start) / (target - start), 0.0), 1.0)
+        progress = self.job_progress()
+        error = setpoint - progress
+        left_s = max(target - now_s, 1e-3)
+        need = float(self._waves_need(left_s))
+        if need > self._total:  # more cores arrive only after lead_s
+            need = float(self._waves_need(max(left_s - s.lead_s, 1e-3)))
+        raw_before = need + s.max_cores * (s.kp * error + self._integral)
+        pushing_up = error > 0 and raw_before >= s.max_cores
+        pushing_down = error < 0 and raw_before <= s.min_cores
+        if not (pushing_up or pushing_down):
+            self._integral = min(max(self._integral + s.ki * error * dt, -1.0), 1.0)
+        raw = min(need + s.max_cores * (s.kp * error + self._integral), float(s.max_cores))
+        current = max(self._total, _quantise_up(s.min_cores, s.quantum))
+        return quantise(raw, current, s.quantum, s.deadband)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .actuators import ExecutorTotal
+from .actuators import GRACEFUL_CONF, ExecutorTotal
 from .controller import ControlSettings, JobController
 from .errors import DynaSparkError, InfeasibleDeadline, ProfileError
 from .live import LiveStage, StageKeyer, read_stages
@@ -83,6 +83,21 @@ class RunSettings:
     lead_s: float = 5.0
     """Seconds an executor takes to start (the controller sizes increases for it)."""
     alpha: float = 0.95
+    level: str = "job"
+    """``job``: one controller on the job's progress; ``stage``: dynaSpark's controller per
+    stage (:attr:`.controller.ControlSettings.level`). Measured in the simulator on the
+    benchmark jobs' profiles at 16 and 64 cores (``bench/dynaspark.py``; stages of 0.1 to
+    3 s against an executor's 10 s start): per job met 29 of 36 deadlines at 6 % more
+    core-seconds than static maximum (medium and loose), per stage 26 at 26 % more."""
+    graceful: bool = True
+    """With control, release executors by decommissioning them, their shuffle files moved to
+    the executors that stay (:data:`.actuators.GRACEFUL_CONF`, unless ``conf`` sets
+    ``spark.decommission.enabled``); ``False``: kill idle executors, whose shuffle files are
+    then lost and recomputed when read."""
+    control: bool = True
+    """``False``: no deadline control, the job runs with the executors its master and conf give
+    it (static allocation, or Spark's dynamic allocation), measured the same way (a benchmark's
+    contenders; ``bench/dynaspark.py``)."""
 
     def __post_init__(self) -> None:
         for name in ("deadline_s", "period_s"):
@@ -164,7 +179,7 @@ class Prepared:
         s = self.settings
         q = self.cores_per_executor
         return ControlSettings(max_cores=self.max_cores, min_cores=q, quantum=q, lead_s=s.lead_s,
-                               alpha=s.alpha)  # fmt: skip
+                               alpha=s.alpha, level=s.level)  # fmt: skip
 
 
 def prepare(target: str, settings: RunSettings, *, profile_path: Path | None = None) -> Prepared:
@@ -175,6 +190,14 @@ def prepare(target: str, settings: RunSettings, *, profile_path: Path | None = N
     says the deadline cannot be met on the cluster's cores (unless ``settings.force``), and
     ``ValueError`` when the cluster's cores are unknown (:func:`cluster_cores`)."""
     max_cores, per = cluster_cores(settings.master, settings.conf)
+    if not settings.control:
+        note = "deadline control off: the executors the master and settings give"
+        try:
+            found: JobProfile | None = find_profile(target, profile_path)
+        except ProfileNotFound:
+            found = None
+        return Prepared(target=target, settings=settings, profile=found, control=False,
+                        note=note, max_cores=max_cores, cores_per_executor=per, plan=None)  # fmt: skip
     if not deadline_control_available(settings.master):
         note = (f"deadline control is unavailable on {settings.master}: local masters run every "
                 "task in the driver and ignore executor requests; running the job plainly "
@@ -202,10 +225,6 @@ def prepare(target: str, settings: RunSettings, *, profile_path: Path | None = N
                     max_cores=max_cores, cores_per_executor=per, plan=first)  # fmt: skip
 
 
-_RECONCILE_S = 12.0
-"""Seconds more cores than asked may run before the total is set again (a kill shows in the
-REST API ~6 s after it is made, on local-cluster)."""
-
 _REST_FAILURES = 5
 """Consecutive REST failures the control thread rides out before it gives up."""
 
@@ -232,7 +251,6 @@ class _Control:
         self.asked: int | None = None
         self.actuations = 0
         self.error: BaseException | None = None
-        self._excess_since: float | None = None
         self._done: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dynaspark-control", daemon=True)
@@ -241,7 +259,12 @@ class _Control:
         return time.monotonic() - self.t0
 
     def observed(self) -> int:
-        return self.actuator.observed_cores() if self.actuator else self.rest.task_slots()
+        """Cores of the live executors (REST); on a local master, the driver's."""
+        if self.actuator is not None:
+            return self.actuator.observed_cores()
+        if deadline_control_available(self.prepared.settings.master):
+            return sum(int(e.get("totalCores", 0)) for e in self.rest.executors())
+        return self.rest.task_slots()
 
     def actuate(self, cores: int) -> None:
         assert self.actuator is not None
@@ -285,26 +308,9 @@ class _Control:
             progress = {k: (s.progress, s.tasks_left) for k, s in running.items()}
             self.actuate(self.controller.step(now, progress))
         observed = self.observed()
-        self._reconcile(now, observed)
         self.record(Sample(t_s=now, cores_observed=observed, cores_asked=self.asked,
                            job_progress=self._job_progress(running),
                            stages={k: s.progress for k, s in running.items()}))  # fmt: skip
-
-    def _reconcile(self, now: float, observed: int) -> None:
-        """An executor asked for and then not wanted any more can register after the decrease
-        that should have removed it (the decrease only kills what runs): when more cores than
-        asked have run for ``_RECONCILE_S``, the total is set again, which kills the extra."""
-        if self.actuator is None or self.asked is None or observed <= self.asked:
-            self._excess_since = None
-            return
-        if self._excess_since is None:
-            self._excess_since = now
-        elif now - self._excess_since >= _RECONCILE_S:
-            _log.info("t=%.1fs: %d cores run, %d asked: setting the total again", now,
-                      observed, self.asked)  # fmt: skip
-            self.actuator.requested = None
-            self.actuator.set_cores(self.asked)
-            self._excess_since = None
 
     def _loop(self) -> None:
         failures = 0
@@ -383,6 +389,7 @@ def run(
     on_sample: Callable[[Sample], None] | None = None,
     executor_wait_s: float = 30.0,
     rest_timeout_s: float = 20.0,
+    start_cores: int | None = None,
 ) -> RunReport:
     """Run the job :func:`prepare` checked, under its deadline, and report.
 
@@ -392,19 +399,26 @@ def run(
     (and once at the end, from this one). Raises :class:`~.session.ScriptError` when the script
     fails (the control thread's error, if any, is logged), :class:`ControlError` when the
     control thread failed while the script succeeded, :class:`~.rest.SparkRestError` when the
-    REST API cannot be read after the script (reads time out after ``rest_timeout_s``)."""
+    REST API cannot be read after the script (reads time out after ``rest_timeout_s``).
+    ``start_cores``: the cores awaited before the script starts (default: every core of the
+    cluster with control, none without; a benchmark awaits its static contenders' executors)."""
     s = prepared.settings
-    spark = start_session(s.master, app_name=f"dynaspark run {prepared.target}", conf=s.conf)
+    conf = dict(s.conf)
+    if prepared.control and s.graceful and "spark.decommission.enabled" not in conf:
+        conf = {**GRACEFUL_CONF, **conf}
+    spark = start_session(s.master, app_name=f"dynaspark run {prepared.target}", conf=conf)
     try:
         rest = SparkRest(str(spark.sparkContext.uiWebUrl), timeout_s=rest_timeout_s)
         actuator = None
         if prepared.control:
             actuator = ExecutorTotal(spark, rest, cores_per_executor=prepared.cores_per_executor)
         control = _Control(prepared, rest, actuator, time.monotonic(), on_sample)
-        if actuator is not None and control.controller is not None:
+        if start_cores is None and actuator is not None and control.controller is not None:
+            start_cores = prepared.max_cores
+        if start_cores:
             # Executors register some seconds after the session starts; a total set before
             # they are all there would not remove the late ones.
-            _wait_for_executors(control, prepared.max_cores, executor_wait_s)
+            _wait_for_executors(control, start_cores, executor_wait_s)
         t0_epoch, control.t0 = time.time(), time.monotonic()
         control.start()
         try:

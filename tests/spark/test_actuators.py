@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from cloud.dynaspark.actuators import (
+    GRACEFUL_CONF,
     ActuatorUnavailable,
     ExecutorTotal,
     ShufflePartitions,
@@ -37,6 +38,80 @@ def test_executor_totals_go_down_and_up_on_local_cluster() -> None:
         assert actuator.wait_for(2, timeout_s=30)
         # Work still runs on what is there.
         assert spark.range(1000).count() == 1000
+    finally:
+        spark.stop()
+
+
+def _running(rest: SparkRest) -> int:
+    stages = rest.get(f"/applications/{rest.app_id}/stages?status=active&details=true"
+                      "&taskStatus=RUNNING")  # fmt: skip
+    return sum(1 for st in stages for t in (st.get("tasks") or {}).values()
+               if t.get("status") == "RUNNING")  # fmt: skip
+
+
+def test_a_graceful_decrease_keeps_the_shuffle_files_of_the_executor_that_goes() -> None:
+    spark = start_session("local-cluster[2,1,1024]", app_name="graceful test", conf=GRACEFUL_CONF)
+    try:
+        sc = spark.sparkContext
+        rest = SparkRest(str(sc.uiWebUrl), timeout_s=REST_TIMEOUT_S)
+        actuator = ExecutorTotal(spark, rest, cores_per_executor=1)
+        assert actuator.graceful
+        assert actuator.wait_for(2, timeout_s=60)
+        sums = (
+            sc.parallelize(range(20_000), 8)
+            .map(lambda x: (x % 10, x))
+            .reduceByKey(lambda a, b: a + b)
+        )
+        assert sums.count() == 10  # map outputs on both executors
+        seen = _stage_ids(rest)
+        assert actuator.set_cores(1) == 1
+        assert actuator.removed == 1
+        assert actuator.wait_for(1, timeout_s=60)
+        assert sums.count() == 10
+        # The map stage was skipped: its outputs moved to the executor that stayed. A killed
+        # executor's outputs are lost, and the map stage runs again (measured: 4 of 8 tasks).
+        again = _stages_since(rest, seen)
+        assert again
+        assert all(s["numTasks"] == 8 for s in again)
+        skipped = rest.get(f"/applications/{rest.app_id}/stages?status=skipped")
+        assert any(int(s["stageId"]) not in seen for s in skipped)
+        # Later calls reconcile without removing more than the surplus.
+        assert actuator.set_cores(1) == 1
+        assert actuator.removed == 1
+    finally:
+        spark.stop()
+
+
+def test_without_decommissioning_only_idle_executors_are_killed() -> None:
+    spark = start_session("local-cluster[2,1,1024]", app_name="idle kill test")
+    try:
+        sc = spark.sparkContext
+        rest = SparkRest(str(sc.uiWebUrl), timeout_s=REST_TIMEOUT_S)
+        actuator = ExecutorTotal(spark, rest, cores_per_executor=1)
+        assert not actuator.graceful
+        assert actuator.wait_for(2, timeout_s=60)
+
+        def slow(rows: Iterable[Any]) -> Iterator[int]:
+            import time as _time
+
+            _time.sleep(12)
+            yield sum(1 for _ in rows)
+
+        done: list[int] = []
+        job = threading.Thread(target=lambda: done.append(
+            sum(sc.parallelize(range(2), 2).mapPartitions(slow).collect())))  # fmt: skip
+        job.start()
+        deadline = time.monotonic() + 60
+        while _running(rest) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _running(rest) == 2
+        assert actuator.set_cores(1) == 1
+        assert actuator.removed == 0  # both busy: nothing killed, no task lost
+        job.join()
+        assert done == [2]
+        assert actuator.set_cores(1) == 1  # idle now: one goes
+        assert actuator.removed == 1
+        assert actuator.wait_for(1, timeout_s=60)
     finally:
         spark.stop()
 
