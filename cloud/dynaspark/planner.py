@@ -95,7 +95,8 @@ def plan(
     feasible = shortest <= max(left, 0.0)
     if feasible:
         reason = (f"the stages left need at least {shortest:.1f}s on {max_cores} cores; "
-                  f"{left:.1f}s are left to the target")  # fmt: skip
+                  f"{left:.1f}s are left to {alpha:g} x the {deadline_s:.1f}s deadline once "
+                  f"{lead_s:g}s of executor start are set aside")  # fmt: skip
     else:
         reason = (f"infeasible: the stages left need at least {shortest:.1f}s on {max_cores} "
                   f"cores but only {max(left, 0.0):.1f}s are left to {alpha:g} x the "

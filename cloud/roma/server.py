@@ -103,6 +103,12 @@ class RomaServer:
             except CgroupUnavailable as exc:
                 _log.info("CPU quota: user space (%s)", exc)
         for name in self.repository.models():
+            if not self.repository.versions(name):
+                # A folder with only its config.toml: a model to be published (hot reload).
+                self.entries.setdefault(name, ModelEntry(name=name, state="UNAVAILABLE",
+                                                         reason="no version yet"))  # fmt: skip
+                _log.info("model %s: no version yet; waiting for one to be published", name)
+                continue
             try:
                 await self.load(name)
             except RomaError as exc:
