@@ -68,7 +68,8 @@ def _add_run_parser(spark_sub: argparse._SubParsersAction) -> None:  # type: ign
         "run",
         help="run a PySpark script under a deadline with the fewest cores",
         usage="hyperfleet spark run TARGET --deadline S [--master URL] [--profile FILE] "
-        "[--conf K=V] [--period S] [--out REPORT.json] [--png FILE] [--force] [-- ARGS]",
+        "[--conf K=V] [--period S] [--out REPORT.json] [--png FILE] [--force] [--control job|stage] "
+        "[-- ARGS]",
     )
     r.add_argument("target", help="the script (SCRIPT.py) or module to run, as spark-submit would")
     r.add_argument("--deadline", type=_seconds, required=True,
@@ -89,6 +90,9 @@ def _add_run_parser(spark_sub: argparse._SubParsersAction) -> None:  # type: ign
     r.add_argument("--force", action="store_true",
                    help="run an infeasible deadline anyway, with every core")  # fmt: skip
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--control", choices=["job", "stage"], default="job",
+                   help="one controller on the job's progress (default) or dynaSpark's "
+                   "controller per stage")  # fmt: skip
     r.add_argument("--log-level", default="WARNING")
 
 
@@ -167,7 +171,8 @@ def _print_result(report: RunReport, out: Path, png: Path) -> None:
 def _run_job(args: argparse.Namespace, script_args: list[str], conf: dict[str, str]) -> int:
     try:
         settings = RunSettings(deadline_s=args.deadline, master=args.master, conf=conf,
-                               period_s=args.period, force=args.force)  # fmt: skip
+                               period_s=args.period, force=args.force,
+                               level=args.control)  # fmt: skip
         prepared = prepare(args.target, settings, profile_path=args.profile)
     except ValueError as exc:
         if isinstance(exc, UsageError) or type(exc) is not ValueError:
