@@ -190,24 +190,20 @@ def prepare(target: str, settings: RunSettings, *, profile_path: Path | None = N
     says the deadline cannot be met on the cluster's cores (unless ``settings.force``), and
     ``ValueError`` when the cluster's cores are unknown (:func:`cluster_cores`)."""
     max_cores, per = cluster_cores(settings.master, settings.conf)
+    note = ""
     if not settings.control:
         note = "deadline control off: the executors the master and settings give"
+    elif not deadline_control_available(settings.master):
+        note = (f"deadline control is unavailable on {settings.master}: local masters run every "
+                "task in the driver and ignore executor requests; running the job plainly "
+                "(use local-cluster[N,cores,mem], spark:// or k8s:// for control)")  # fmt: skip
+        _log.warning("%s", note)
+    if note:  # run plainly; a profile, when there is one, only names the stages
         try:
             found: JobProfile | None = find_profile(target, profile_path)
         except ProfileNotFound:
             found = None
         return Prepared(target=target, settings=settings, profile=found, control=False,
-                        note=note, max_cores=max_cores, cores_per_executor=per, plan=None)  # fmt: skip
-    if not deadline_control_available(settings.master):
-        note = (f"deadline control is unavailable on {settings.master}: local masters run every "
-                "task in the driver and ignore executor requests; running the job plainly "
-                "(use local-cluster[N,cores,mem], spark:// or k8s:// for control)")  # fmt: skip
-        _log.warning("%s", note)
-        try:
-            profile: JobProfile | None = find_profile(target, profile_path)
-        except ProfileNotFound:
-            profile = None
-        return Prepared(target=target, settings=settings, profile=profile, control=False,
                         note=note, max_cores=max_cores, cores_per_executor=per, plan=None)  # fmt: skip
     profile = find_profile(target, profile_path)
     prepared = Prepared(target=target, settings=settings, profile=profile, control=True, note="",
