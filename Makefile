@@ -8,13 +8,18 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP := 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test check lint typecheck unit bench venv mosquitto java clean
+.PHONY: demo test test-faults check lint typecheck unit bench venv mosquitto java clean
 
 demo: $(STAMP) mosquitto java
 	$(BIN)/hyperfleet demo $(ARGS)
 
 test: $(STAMP) mosquitto java lint typecheck
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --ignore=tests/faults $(PYTEST_ARGS)
+
+# Faults and bad input against real processes (kill -9, partitions, garbage, fuzzing); .ci/run runs
+# it after `make test`, apart so that each stays under 15 minutes.
+test-faults: $(STAMP) mosquitto java
+	$(BIN)/python -m pytest -q -ra tests/faults $(PYTEST_ARGS)
 
 check: lint typecheck
 
