@@ -97,7 +97,7 @@ def two_stages() -> JobProfile:
 
 
 def test_job_level_control_follows_the_jobs_progress_against_its_ramp() -> None:
-    settings = ControlSettings(max_cores=8, lead_s=0.0, level="job")
+    settings = ControlSettings(max_cores=8, lead_s=0.0, hold_s=0.0, level="job")
 
     def after(progress: float) -> int:
         c = JobController(two_stages(), 100.0, settings)
@@ -120,7 +120,39 @@ def test_a_raise_is_not_taken_back_while_its_executors_start() -> None:
     assert raised > 2
     # Far ahead 5 s later: the new executors are still starting, the total holds.
     assert c.step(35.0, {"a#0": (1.0, 0)}) == raised
-    assert c.step(41.0, {"a#0": (1.0, 0)}) < raised  # after lead_s it may fall
+    # Wanted lower from 41 s (the integral wound up behind), made hold_s (= lead_s) later.
+    assert c.step(41.0, {"a#0": (1.0, 0)}) == raised
+    assert c.step(46.0, {"a#0": (1.0, 0)}) == raised
+    assert c.step(51.0, {"a#0": (1.0, 0)}) < raised
+
+
+def test_a_decrease_is_made_only_once_wanted_for_hold_s() -> None:
+    settings = ControlSettings(max_cores=8, lead_s=0.0, hold_s=6.0, ki=0.0, level="job")
+
+    def raised() -> tuple[JobController, int]:
+        c = JobController(two_stages(), 100.0, settings)
+        c.stage_started("a#0", 0.0, 64)
+        first = c.step(0.0, {"a#0": (0.0, 64)})
+        up = c.step(20.0, {"a#0": (0.0, 64)})  # behind: more cores
+        assert up > first
+        return c, up
+
+    c, up = raised()
+    assert c.step(25.0, {"a#0": (1.0, 0)}) == up  # ahead: a decrease is wanted from 25 s
+    assert c.step(28.0, {"a#0": (1.0, 0)}) == up  # 3 s < hold_s
+    assert c.step(31.0, {"a#0": (1.0, 0)}) < up  # 6 s: made
+    c, up = raised()
+    assert c.step(25.0, {"a#0": (1.0, 0)}) == up
+    assert c.step(27.0, {"a#0": (0.0, 64)}) >= up  # behind again: the wish is forgotten
+    up = c.step(28.0, {"a#0": (0.0, 64)})
+    assert c.step(29.0, {"a#0": (1.0, 0)}) == up  # wanted again from 29 s
+    assert c.step(33.0, {"a#0": (1.0, 0)}) == up  # 8 s since 25, 4 s since 29
+    assert c.step(35.0, {"a#0": (1.0, 0)}) < up
+
+
+def test_hold_must_be_finite_and_not_negative() -> None:
+    with pytest.raises(ValueError, match="hold_s"):
+        ControlSettings(hold_s=-1.0)
 
 
 def test_level_is_stage_or_job() -> None:
