@@ -8,7 +8,7 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP := 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test test-faults check lint typecheck unit bench venv mosquitto java clean
+.PHONY: demo test test-faults soak check lint typecheck unit bench venv mosquitto java clean
 
 demo: $(STAMP) mosquitto java
 	$(BIN)/hyperfleet demo $(ARGS)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# 30 minutes of the fleet demo with agents killed and restarted; memory and connections must stay
+# flat (bench/results/soak.json). Not part of CI.
+soak: $(STAMP) mosquitto
+	$(BIN)/python bench/soak.py $(ARGS)
 
 bench: $(STAMP) mosquitto
 	$(BIN)/python bench/protocol.py

@@ -158,7 +158,9 @@ class Stack:
             "INFO",
         )
 
-    def coordinator(self, name: str, job: Path, state_dir: Path) -> subprocess.Popen[bytes]:
+    def coordinator(
+        self, name: str, job: Path, state_dir: Path, *, url: str | None = None
+    ) -> subprocess.Popen[bytes]:
         return self.spawn(
             name,
             "coordinator",
@@ -171,7 +173,7 @@ class Stack:
             "--linger-s",
             "0",
             "--broker",
-            self.url,
+            url or self.url,
             "--log-level",
             "INFO",
         )
