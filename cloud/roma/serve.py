@@ -67,7 +67,10 @@ class RomaRunner:
         self._tasks = [self._group.create_task(self.server.control_loop(), name="roma-control")]
         if self.config.broker:
             self.follower = ModelFollower(
-                self.server, self.config.broker, topics=Topics(self.config.prefix)
+                self.server,
+                self.config.broker,
+                topics=Topics(self.config.prefix),
+                stats_period_s=self.config.stats_period_s,
             )
             self._tasks.append(self._group.create_task(self.follower.run(), name="roma-follower"))
         _log.info("ROMA serving %d models on %s", len(self.server.entries), self.url)
