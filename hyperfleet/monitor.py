@@ -26,13 +26,16 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from link.mqtt import MqttConnection, MqttSession
 from protocol import BrokerAddress, Topics, parse_broker_url
 
+from .errors import UsageError
 from .exits import EXIT_OK
-from .fleet_render import Header, render_fleet
 from .fleet_view import FleetView
+
+if TYPE_CHECKING:
+    from link.mqtt import MqttConnection, MqttSession
 
 __all__ = ["MonitorSettings", "add_monitor_parser", "run_monitor"]
 
@@ -127,6 +130,8 @@ class _LogTail(logging.Handler):
 
 async def monitor(settings: MonitorSettings) -> None:
     """Subscribe and show, until ``settings.duration_s`` passes (or cancellation)."""
+    from link.mqtt import MqttSession  # this module is imported by every command's parser
+
     view = FleetView(settings.topics)
     out = sys.stdout
 
@@ -155,8 +160,15 @@ async def monitor(settings: MonitorSettings) -> None:
 
 
 async def _live(view: FleetView, session: MqttSession, settings: MonitorSettings) -> None:
-    from rich.console import Console, RenderableType
-    from rich.live import Live
+    try:
+        from rich.console import Console, RenderableType
+        from rich.live import Live
+
+        from .fleet_render import Header, render_fleet
+    except ImportError as exc:
+        raise UsageError(
+            f"the live view needs rich ({exc}): pip install 'hyperfleet[cloud]', or use --json"
+        ) from exc
 
     console = Console()
     notes: deque[str] = deque(maxlen=3)
