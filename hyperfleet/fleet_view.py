@@ -250,7 +250,10 @@ class JobRow:
 
     @property
     def prediction(self) -> str:
-        """The planner's prediction from ``JobState.plan`` in words (``""`` without one)."""
+        """The planner's prediction from ``JobState.plan`` in words (``""`` without one, and
+        once the job has ended)."""
+        if self.state.status != "running":
+            return ""
         plan = self.state.plan
         feasible = plan.get("feasible")
         to_target = plan.get("predicted_time_to_target_s")

@@ -9,8 +9,9 @@ the log, ``/v2/models/{m}/stats`` and ``/v2/repository/index``.
 
 On the same connection the follower publishes, retained, every ``stats_period_s`` seconds, how
 each model serves (:class:`~protocol.ServingStats` on ``serving/{model}/stats``: version,
-response time against the SLA, violations, request rate, cores) for ``hyperfleet monitor``; a
-publication that fails (broker away) is skipped, the next one goes out as usual.
+response time against the SLA, violations, request rate, cores) for ``hyperfleet monitor``, and
+once more right after each install; a publication that fails (broker away) is skipped, the next
+one goes out as usual.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class ModelFollower:
                 _log.error("model %s version %d: %s", ref.name, ref.version, exc)
             else:
                 self.installed += 1
+            await self.publish_stats()  # monitors see the new version now, not a period later
 
     async def _stats_loop(self) -> None:
         while True:

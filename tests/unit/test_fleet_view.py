@@ -206,6 +206,8 @@ def test_job_state_row_with_budget_and_prediction() -> None:
     assert view.jobs["digits"].prediction == "infeasible, 0.800 at budget"
     view.apply(T.job_state("digits"), frame(job_state(plan={})), 5.0)
     assert view.jobs["digits"].prediction == ""
+    view.apply(T.job_state("digits"), frame(job_state(status="reached")), 6.0)
+    assert view.jobs["digits"].prediction == ""  # a finished job has nothing left to predict
 
 
 def test_model_ref_and_serving_stats_share_a_row() -> None:
