@@ -7,11 +7,11 @@ over HTTP, verified, loaded, warmed, swapped — one at a time per model, in the
 arrive, off the MQTT reader. A failed install leaves the serving version alone; the reason is in
 the log, ``/v2/models/{m}/stats`` and ``/v2/repository/index``.
 
-On the same connection the follower publishes, retained, every ``stats_period_s`` seconds, how
-each model serves (:class:`~protocol.ServingStats` on ``serving/{model}/stats``: version,
-response time against the SLA, violations, request rate, cores) for ``hyperfleet monitor``, and
-once more right after each install; a publication that fails (broker away) is skipped, the next
-one goes out as usual.
+On the same connection the follower publishes, retained, how each model serves
+(:class:`~protocol.ServingStats` on ``serving/{model}/stats``: version, response time against the
+SLA, violations, request rate, cores) for ``hyperfleet monitor``: at the start, every
+``stats_period_s`` seconds and right after each install. A publication the broker does not take
+(broker away) is skipped; the next one goes out as usual.
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ class ModelFollower:
 
     async def _stats_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.stats_period_s)
             await self.publish_stats()
+            await asyncio.sleep(self.stats_period_s)
 
     async def publish_stats(self) -> None:
         """Publish every model's :class:`~protocol.ServingStats`, retained, once (skipped, with
