@@ -162,7 +162,9 @@ def _agents(view: FleetView, now: float, max_rows: int | None) -> Table:
             a.last_failure[:40],
         )
     if len(shown) < len(rows):
-        t.add_row(f"... {len(rows) - len(shown)} more", *[""] * 8)
+        hidden = rows[len(shown) :]
+        hidden_online = sum(1 for a in hidden if a.status == "online")
+        t.add_row(f"... {len(hidden)} more", f"{hidden_online} online", *[""] * 7)
     if not rows:
         t.add_row("(none)", *[""] * 8)
     return t

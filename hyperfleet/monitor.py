@@ -42,9 +42,6 @@ __all__ = ["MonitorSettings", "add_monitor_parser", "run_monitor"]
 _log = logging.getLogger(__name__)
 
 _REFRESH_S = 0.5
-_FIXED_LINES = 34
-"""Screen lines the header, jobs, models, traffic and problems take, about; the agents table gets
-the rest of the terminal."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,9 +184,10 @@ async def _live(view: FleetView, session: MqttSession, settings: MonitorSettings
             running_s=now - started,
             notes=tuple(notes),
         )
-        rows = max(
-            console.size.height - _FIXED_LINES - 2 * len(view.jobs) - 2 * len(view.models), 3
-        )
+        # The agents table gets the lines the rest leaves: measure the frame without agent rows.
+        bare = render_fleet(view, now, header=header, max_agent_rows=0)
+        used = len(console.render_lines(bare, console.options, pad=False))
+        rows = max(console.size.height - used, 3)
         return render_fleet(view, now, header=header, max_agent_rows=rows)
 
     try:
