@@ -126,17 +126,25 @@ class _LogTail(logging.Handler):
 
 
 async def monitor(settings: MonitorSettings) -> None:
-    """Subscribe and show, until ``settings.duration_s`` passes (or cancellation)."""
+    """Subscribe and show, until ``settings.duration_s`` passes (or cancellation, or, with
+    ``--json``, until stdout is closed: ``hyperfleet monitor --json | head``)."""
     from link.mqtt import MqttSession  # this module is imported by every command's parser
 
     view = FleetView(settings.topics)
-    out = sys.stdout
+    reader_gone = asyncio.Event()
 
     def on_message(topic: str, payload: object) -> None:
         event = view.apply(topic, payload, time.monotonic())
-        if settings.json:
-            out.write(json.dumps(event.to_json(wall_time=time.time())) + "\n")
-            out.flush()
+        if settings.json and not reader_gone.is_set():
+            try:
+                sys.stdout.write(json.dumps(event.to_json(wall_time=time.time())) + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # Nobody reads any more; point stdout at /dev/null so the exit's flush is quiet.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+                reader_gone.set()
 
     async def subscribe(conn: MqttConnection) -> None:
         await conn.subscribe(f"{settings.topics.prefix}/#", qos=1)
@@ -149,11 +157,13 @@ async def monitor(settings: MonitorSettings) -> None:
         name="monitor",
     )
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(settings.duration_s):
+        async with asyncio.timeout(settings.duration_s), asyncio.TaskGroup() as tg:
+            link = tg.create_task(session.run(), name="monitor-mqtt")
             if settings.json:
-                await session.run()
+                await reader_gone.wait()
             else:
                 await _live(view, session, settings)
+            link.cancel()
 
 
 async def _live(view: FleetView, session: MqttSession, settings: MonitorSettings) -> None:
@@ -198,10 +208,8 @@ async def _live(view: FleetView, session: MqttSession, settings: MonitorSettings
             screen=console.is_terminal,
             redirect_stderr=False,
         ) as live:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(session.run(), name="monitor-mqtt")
-                while True:
-                    await asyncio.sleep(_REFRESH_S)
-                    live.update(frame(), refresh=True)
+            while True:
+                await asyncio.sleep(_REFRESH_S)
+                live.update(frame(), refresh=True)
     finally:  # on a pipe or file, Live prints the last frame once, as it stops
         root.handlers = saved
