@@ -280,8 +280,16 @@ class ModelRow:
         return None if self.stats_at is None else max(0.0, now - self.stats_at)
 
     def stats_stale(self, now: float, *, periods: float = 3.0) -> bool:
+        """No new stats for ``periods`` publication periods (a ``STOPPED`` server's last word is
+        never stale: it will not be followed by another)."""
         age = self.stats_age(now)
-        return age is not None and self.stats is not None and age > periods * self.stats.period_s
+        stats = self.stats
+        return (
+            age is not None
+            and stats is not None
+            and stats.state != "STOPPED"
+            and age > periods * stats.period_s
+        )
 
 
 class TopicRates:

@@ -258,7 +258,8 @@ class ServingStats(Message):
     model: str
     version: int
     state: str
-    """``READY``, ``LOADING`` or ``UNAVAILABLE``."""
+    """``READY``, ``LOADING``, ``UNAVAILABLE``, or ``STOPPED``: the server's last word as it
+    stopped cleanly (the window's figures as they were)."""
     sla_ms: float
     percentile: float
     """The SLA's percentile (e.g. 95: the SLA holds when 95% of requests finish in ``sla_ms``)."""

@@ -10,13 +10,14 @@ the log, ``/v2/models/{m}/stats`` and ``/v2/repository/index``.
 On the same connection the follower publishes, retained, how each model serves
 (:class:`~protocol.ServingStats` on ``serving/{model}/stats``: version, response time against the
 SLA, violations, request rate, cores) for ``hyperfleet monitor``: at the start, every
-``stats_period_s`` seconds and right after each install. A publication the broker does not take
+``stats_period_s`` seconds, right after each install and, ``STOPPED``, on a clean stop. A publication the broker does not take
 (broker away) is skipped; the next one goes out as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -115,11 +116,14 @@ class ModelFollower:
             await self.publish_stats()
             await asyncio.sleep(self.stats_period_s)
 
-    async def publish_stats(self) -> None:
+    async def publish_stats(self, *, final: bool = False, timeout_s: float | None = None) -> None:
         """Publish every model's :class:`~protocol.ServingStats`, retained, once (skipped, with
-        a debug line, while the broker is away)."""
+        a debug line, while the broker is away, each publication waiting at most ``timeout_s``,
+        default the period). ``final``: the server is stopping; the state says ``STOPPED``."""
         now = time.monotonic()
         for stats in self.server.serving_stats(now, period_s=self.stats_period_s):
+            if final:
+                stats = dataclasses.replace(stats, state="STOPPED", reason="")
             try:
                 topic = self.topics.serving_stats(stats.model)
             except InvalidTopic:  # a repository folder name no topic may carry
@@ -127,7 +131,7 @@ class ModelFollower:
             payload = encode(new_envelope(stats, sender=self._identifier))
             try:
                 await self.session.publish(topic, payload, retain=True,
-                                           timeout=self.stats_period_s)  # fmt: skip
+                                           timeout=timeout_s or self.stats_period_s)  # fmt: skip
             except LinkError as exc:
                 _log.debug("serving stats of %s not published: %s", stats.model, exc)
                 return

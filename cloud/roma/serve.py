@@ -88,6 +88,8 @@ class RomaRunner:
     ) -> None:
         group, self._group = self._group, None
         if group is not None:
+            if self.follower is not None:  # monitors learn the server stopped (bounded wait)
+                await self.follower.publish_stats(final=True, timeout_s=2.0)
             for task in self._tasks:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -58,7 +58,7 @@ def test_roma_publishes_retained_serving_stats(
             live = await _retained_stats(broker_url, topics.serving_stats("digits"), name="t1")
             assert runner.follower is not None
             published = runner.follower.stats_published
-        # After ROMA has gone, a newcomer still gets the newest stats: they are retained.
+        # After ROMA has gone, a newcomer still gets its last stats: they are retained.
         (last,) = (await _retained_stats(broker_url, topics.serving_stats("digits"), name="t2"))[:1]
         return live, last, published
 
@@ -77,3 +77,4 @@ def test_roma_publishes_retained_serving_stats(
     assert stats.requests_per_s > 0
     assert stats.cores > 0
     assert last.requests == REQUESTS
+    assert last.state == "STOPPED"  # the last word of a server that stopped cleanly

@@ -222,6 +222,8 @@ def test_model_ref_and_serving_stats_share_a_row() -> None:
     assert row.stats_sender == "hf-roma-1"
     assert not row.stats_stale(3.0)
     assert row.stats_stale(4.5)  # three periods of 1 s without a new one
+    view.apply(T.serving_stats("digits"), frame(serving(state="STOPPED")), 5.0)
+    assert not view.models["digits"].stats_stale(100.0)  # a stopped server's last word
 
 
 def test_empty_retained_payloads_clear_rows() -> None:
