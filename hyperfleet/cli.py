@@ -1,4 +1,4 @@
-"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | serve | loadgen | spark | watch``.
+"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | serve | loadgen | spark | watch | monitor``.
 
 Each command builds its settings object here, from flags and ``HYPERFLEET_*`` environment
 variables, configures logging, and hands over to library code that takes keyword arguments.
@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_spark_parser(sub)
 
+    from .monitor import add_monitor_parser
+
+    add_monitor_parser(sub)
+
     p = sub.add_parser("watch", help="print decoded messages from the topic tree")
     p.add_argument("--count", type=int, default=0, help="stop after this many messages (0: never)")
     _common(p)
@@ -344,6 +348,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .spark import run_spark
 
         return run_spark(args)
+    if args.command == "monitor":
+        from .monitor import run_monitor
+
+        return run_monitor(args)
     if args.command == "watch":
         from .commands import run_watch
 

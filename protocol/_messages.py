@@ -24,6 +24,7 @@ __all__ = [
     "Message",
     "ModelRef",
     "Normalization",
+    "ServingStats",
     "Status",
     "TrainConfig",
     "TrainIns",
@@ -243,6 +244,43 @@ class JobState(Message):
     epoch: int = 0
 
 
+@_record
+class ServingStats(Message):
+    """Retained on ``serving/{model}/stats``: how a ROMA server serves one model, republished
+    every ``period_s`` seconds (a monitor deems it stale after a few periods without one).
+
+    Times in milliseconds, over the model's SLA window of ``window_s`` seconds; the ``None``
+    fields are ``None`` when no request completed in the window. ``version`` is 0 while no
+    version serves (``state`` ``LOADING`` or ``UNAVAILABLE``, ``reason`` says why). With several
+    ROMA replicas on one prefix the newest publication wins (the envelope's sender names it)."""
+
+    TYPE: ClassVar[str] = "ServingStats"
+    model: str
+    version: int
+    state: str
+    """``READY``, ``LOADING``, ``UNAVAILABLE``, or ``STOPPED``: the server's last word as it
+    stopped cleanly (the window's figures as they were)."""
+    sla_ms: float
+    percentile: float
+    """The SLA's percentile (e.g. 95: the SLA holds when 95% of requests finish in ``sla_ms``)."""
+    window_s: float
+    period_s: float
+    response_ms: float | None = None
+    """Response time at the SLA's percentile over the window."""
+    p95_ms: float | None = None
+    violation_share: float | None = None
+    """Share of the window's requests slower than ``sla_ms``."""
+    requests_per_s: float = 0.0
+    """Requests completed per second over the window."""
+    requests: int = 0
+    """Requests since the version was loaded (with ``shed`` the ones refused with 429)."""
+    shed: int = 0
+    cores: float = 0.0
+    """Cores the core controller gives the model now."""
+    queued: int = 0
+    reason: str = ""
+
+
 MESSAGE_TYPES: Mapping[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
@@ -254,6 +292,7 @@ MESSAGE_TYPES: Mapping[str, type[Message]] = {
         Failure,
         ModelRef,
         JobState,
+        ServingStats,
     )
 }
 

@@ -68,6 +68,13 @@ class Topics:
     def model_latest(self, model_name: str) -> str:
         return f"{self.prefix}/models/{check_agent_id(model_name)}/latest"
 
+    def serving_stats(self, model_name: str) -> str:
+        """Where ROMA publishes, retained, how it serves ``model_name`` (:class:`ServingStats`)."""
+        return f"{self.prefix}/serving/{check_agent_id(model_name)}/stats"
+
+    def all_serving_stats(self) -> str:
+        return f"{self.prefix}/serving/+/stats"
+
     def parse_agent_topic(self, topic: str) -> tuple[str, AgentTopicKind]:
         """Split ``{prefix}/agents/{id}/{kind}`` into ``(id, kind)``; :class:`InvalidTopic` if not."""
         head = f"{self.prefix}/agents/"

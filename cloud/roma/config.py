@@ -138,6 +138,9 @@ class ServeConfig(_Strict):
     """``mqtt://host:port``: follow ``models/+/latest`` and hot-reload what is published."""
     prefix: str = "hf/v1"
     """The topic prefix the coordinator publishes under."""
+    stats_period_s: float = Field(default=5.0, gt=0, le=3600)
+    """With a broker: publish each model's serving stats (retained ``serving/{model}/stats``,
+    for ``hyperfleet monitor``) this often."""
     token: str | None = Field(default=None, repr=False)
     """Required (``Authorization: Bearer …``) by the repository's load and unload endpoints;
     without one they are refused."""

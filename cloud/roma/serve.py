@@ -67,7 +67,10 @@ class RomaRunner:
         self._tasks = [self._group.create_task(self.server.control_loop(), name="roma-control")]
         if self.config.broker:
             self.follower = ModelFollower(
-                self.server, self.config.broker, topics=Topics(self.config.prefix)
+                self.server,
+                self.config.broker,
+                topics=Topics(self.config.prefix),
+                stats_period_s=self.config.stats_period_s,
             )
             self._tasks.append(self._group.create_task(self.follower.run(), name="roma-follower"))
         _log.info("ROMA serving %d models on %s", len(self.server.entries), self.url)
@@ -85,6 +88,8 @@ class RomaRunner:
     ) -> None:
         group, self._group = self._group, None
         if group is not None:
+            if self.follower is not None:  # monitors learn the server stopped (bounded wait)
+                await self.follower.publish_stats(final=True, timeout_s=2.0)
             for task in self._tasks:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

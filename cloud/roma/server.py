@@ -20,6 +20,7 @@ HTTP lives in :mod:`cloud.roma.app`; this module holds no sockets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -30,7 +31,7 @@ from typing import Any
 
 from link import ArtifactError, LinkError, atomic_write_json
 from link.artifacts import fetch_artifact
-from protocol import ModelRef
+from protocol import ModelRef, ServingStats
 
 from .cgroup import CgroupUnavailable, CpuGroups
 from .config import ModelConfig, ServeConfig
@@ -343,6 +344,41 @@ class RomaServer:
             now = time.monotonic()
             self.control_step(now - last)
             last = now
+
+    def serving_stats(self, now: float, *, period_s: float) -> list[ServingStats]:
+        """How each model serves at ``now`` (monotonic seconds), over its SLA window, as the
+        retained ``serving/{model}/stats`` record; ``period_s`` is how often it is published."""
+        out = []
+        for name, entry in sorted(self.entries.items()):
+            served = entry.served
+            cfg = served.config if served is not None else self.config.default_model
+            stats = ServingStats(
+                model=name,
+                version=int(served.version) if served is not None else 0,
+                state=entry.state,
+                reason=entry.reason,
+                sla_ms=cfg.sla_ms,
+                percentile=cfg.percentile,
+                window_s=cfg.window_s,
+                period_s=period_s,
+            )
+            if served is not None:
+                window = served.window
+                response = window.percentile(now, cfg.percentile)
+                p95 = window.percentile(now, 95.0)
+                stats = dataclasses.replace(
+                    stats,
+                    response_ms=None if response is None else response * 1e3,
+                    p95_ms=None if p95 is None else p95 * 1e3,
+                    violation_share=window.violation_share(now, cfg.sla_s),
+                    requests_per_s=window.count(now) / cfg.window_s,
+                    requests=served.counters.requests,
+                    shed=served.counters.shed,
+                    cores=served.cores,
+                    queued=served.queued,
+                )
+            out.append(stats)
+        return out
 
     # ------------------------------------------------------------------ internals
 

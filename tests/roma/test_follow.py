@@ -16,7 +16,15 @@ import numpy as np
 from cloud.roma import RomaRunner, ServeConfig
 from link.artifacts import ArtifactServer
 from link.mqtt import mqtt_client
-from protocol import ModelRef, Topics, encode, new_envelope, parse_broker_url
+from protocol import (
+    ModelRef,
+    ServingStats,
+    Topics,
+    decode,
+    encode,
+    new_envelope,
+    parse_broker_url,
+)
 
 from .conftest import TrainedModels, make_repository
 
@@ -31,6 +39,20 @@ async def _version(
     return str(doc["model_version"]), doc["outputs"][0]["data"]
 
 
+async def _served_stats(broker_url: str, topic: str, *, version: int) -> ServingStats:
+    """The first retained or live ``ServingStats`` on ``topic`` that shows ``version``."""
+    async with mqtt_client(parse_broker_url(broker_url), identifier="test-stats") as client:
+        await client.subscribe(topic, qos=1)
+        async with asyncio.timeout(30):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                stats = decode(message.payload).body
+                assert isinstance(stats, ServingStats)
+                if stats.version == version:
+                    return stats
+    raise AssertionError("unreachable")
+
+
 def test_a_published_model_is_served_without_a_restart(
     tmp_path: Path,
     broker_url: str,
@@ -43,10 +65,12 @@ def test_a_published_model_is_served_without_a_restart(
     artifacts.mkdir()
     shutil.copy(digits_models_v2.tflite, artifacts / "digits-v2.tflite")
     topics = Topics(unique_topic_prefix)
-    config = ServeConfig(repository=repo, port=0, broker=broker_url, prefix=unique_topic_prefix)
+    # Stats once an hour: the ones that show version 2 are those published right after its install.
+    config = ServeConfig(repository=repo, port=0, broker=broker_url, prefix=unique_topic_prefix,
+                         stats_period_s=3600)  # fmt: skip
     x = digits_models.x[:6]
 
-    async def go() -> tuple[str, list[Any], dict[str, int]]:
+    async def go() -> tuple[str, list[Any], dict[str, int], ServingStats]:
         async with (
             ArtifactServer(artifacts) as files,
             RomaRunner(config) as runner,
@@ -82,10 +106,12 @@ def test_a_published_model_is_served_without_a_restart(
                     break
                 await asyncio.sleep(0.1)
             assert runner.follower is not None
-            return version, out, dict(runner.follower.gate.dropped)
+            stats = await _served_stats(broker_url, topics.serving_stats("digits"), version=2)
+            return version, out, dict(runner.follower.gate.dropped), stats
 
-    version, out, dropped = asyncio.run(go())
+    version, out, dropped, stats = asyncio.run(go())
     assert version == "2"
+    assert (stats.version, stats.state) == (2, "READY")
     np.testing.assert_allclose(
         np.asarray(out, dtype=np.float32).reshape(6, 10), digits_models_v2.expected[:6], atol=1e-6
     )
