@@ -131,13 +131,20 @@ class DeviceEmulator(Emulator):
         """Real seconds this device takes to train on ``examples`` examples at this round's rate."""
         return examples / self.rate * self.scale
 
+    def draw_rate(self) -> float:
+        """Draw the rate of a round starting now (examples per device-second), keep it in
+        :attr:`rate` for :meth:`compute_s`, and return it. :meth:`plan_work` does this; a driver
+        that sizes work otherwise calls it once per round."""
+        self.rate = self._speed.rate_at(self.device_time())
+        return self.rate
+
     def plan_work(
         self, config: TrainConfig, num_examples: int, time_left_s: float, upload_bytes: int
     ) -> TrainConfig:
         """Draw this round's rate and cap the instructed steps to what this device can train
         before the deadline, keeping back the time the upload of ``upload_bytes`` (real size;
         ``wire_bytes`` when set) will take: the reply is in by the deadline, not just the work."""
-        self.rate = self._speed.rate_at(self.device_time())
+        self.draw_rate()
         room = time_left_s - self.upload_s(upload_bytes)
         fit_examples = max(0.0, room) / self.scale * self.rate
         batch = max(1, min(config.batch_size, num_examples or 1))
