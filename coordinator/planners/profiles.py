@@ -19,6 +19,7 @@ link is seeded with the agent's announced ``model_wire_bytes`` when it emulates 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from protocol import MAP_BOUNDS, Hello
 
 __all__ = ["AgentProfile", "ProfileBook"]
 
+_log = logging.getLogger(__name__)
 _DEFAULT_RATE = 100.0  # examples/s when an agent announces nothing
 _DEFAULT_MBPS = 100.0
 _DEFAULT_RTT_MS = 20.0
@@ -91,6 +93,7 @@ class ProfileBook:
             raise ValueError("time_scale must be positive")
         self.model_bytes = model_bytes
         self.time_scale = time_scale
+        self._scale_warned = False
         self.alpha = alpha
         self._profiles: dict[str, AgentProfile] = {}
 
@@ -109,7 +112,19 @@ class ProfileBook:
         if p is None:
             announced = hello.profile
             # Job device-seconds per agent device-second.
-            speedup = self.time_scale / _announced(announced, "time_scale", 1.0)
+            agent_scale = _announced(announced, "time_scale", 1.0)
+            speedup = self.time_scale / agent_scale
+            if speedup != 1.0 and not self._scale_warned:
+                self._scale_warned = True
+                _log.warning(
+                    "agent %s runs at time scale %g but the job counts at %g: its announced "
+                    "figures are converted, but the job's seconds are not the fleet's device-"
+                    "seconds (set [emulation] time_scale = %g in the job file)",
+                    agent_id,
+                    agent_scale,
+                    self.time_scale,
+                    agent_scale,
+                )
             p = AgentProfile(
                 agent_id=agent_id,
                 device_class=hello.device_class,

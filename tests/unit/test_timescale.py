@@ -91,14 +91,22 @@ def test_replies_come_back_in_device_seconds() -> None:
     assert TimeScale(1.0).device_replies(replies) is replies
 
 
-def test_announced_figures_are_converted_from_the_agents_scale_to_the_jobs() -> None:
+def test_announced_figures_are_converted_from_the_agents_scale_to_the_jobs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     nominal = load_device_class("jetson-orin-nano").emulation
     at_quarter = hello(nominal.announced(time_scale=0.25))
     # A job counting at the fleet's own scale takes the nominal figures as they are.
     same = ProfileBook(model_bytes=REAL_BYTES, time_scale=0.25).ensure("a", at_quarter)
     assert same.train_rate == nominal.train_rate
-    # A job counting wall seconds (scale 1) sees the quarter-scale device four times as fast.
-    wall = ProfileBook(model_bytes=REAL_BYTES, time_scale=1.0).ensure("a", at_quarter)
+    assert not caplog.records
+    # A job counting wall seconds (scale 1) sees the quarter-scale device four times as fast,
+    # and says once that its seconds are not the fleet's device-seconds.
+    book = ProfileBook(model_bytes=REAL_BYTES, time_scale=1.0)
+    wall = book.ensure("a", at_quarter)
+    book.ensure("b", at_quarter)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "time_scale = 0.25" in caplog.records[0].getMessage()
     assert wall.train_rate == pytest.approx(4 * nominal.train_rate)
     assert wall.comm_s == pytest.approx(same.comm_s / 4)
     # A hello with no time scale counts as scale 1.
