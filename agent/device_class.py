@@ -24,11 +24,13 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.errors import ConfigError
+from agent.speed import SpeedSpec
 
 __all__ = [
     "DEFAULT_CONFIG_DIR",
     "DeviceClass",
     "Emulation",
+    "FleetEmulation",
     "FleetEntry",
     "FleetSpec",
     "list_device_classes",
@@ -75,6 +77,78 @@ class Emulation(BaseModel):
     availability: float = Field(gt=0, le=1, description="share of time online")
     mean_session_s: float = Field(default=600.0, gt=0, description="mean online session, s")
     failure_rate: float = Field(ge=0, lt=1, description="chance of dropping out mid-round")
+    rate_sigma: float = Field(
+        default=0.2, ge=0, le=2, description="std. dev. of the log of each round's train rate"
+    )
+    load_factor: float = Field(
+        default=2.0, ge=1, description="train rate divisor during a background-load episode"
+    )
+    load_on_mean_s: float = Field(
+        default=120.0, gt=0, description="mean background-load episode, device-seconds"
+    )
+    load_off_mean_s: float = Field(
+        default=600.0, gt=0, description="mean time between load episodes, device-seconds"
+    )
+
+    def announced(
+        self, *, time_scale: float = 1.0, wire_bytes: int | None = None
+    ) -> dict[str, float]:
+        """What an agent of this class announces in its ``hello``: the class's *nominal* figures,
+        in device units (examples per device-second, Mbit/s, ms, device-seconds), with the time
+        scale it runs at and, when emulated, the model size on its wire. Never the per-round
+        realised rate, the variance or the load episodes: the coordinator learns those from
+        replies."""
+        figures = {
+            key: float(getattr(self, key))
+            for key in (
+                "train_rate",
+                "uplink_mbps",
+                "downlink_mbps",
+                "rtt_ms",
+                "availability",
+                "mean_session_s",
+                "failure_rate",
+            )
+        }
+        figures["time_scale"] = float(time_scale)
+        if wire_bytes is not None:
+            figures["model_wire_bytes"] = float(wire_bytes)
+        return figures
+
+    def speed(self) -> SpeedSpec:
+        """The parameters of this device's per-round rate process (:mod:`agent.speed`)."""
+        return SpeedSpec(
+            rate=self.train_rate,
+            sigma=self.rate_sigma,
+            load_factor=self.load_factor,
+            load_on_mean_s=self.load_on_mean_s,
+            load_off_mean_s=self.load_off_mean_s,
+        )
+
+
+class FleetEmulation(BaseModel):
+    """A fleet's ``[emulation]`` table: what holds for every agent of the fleet. Each speed knob,
+    when given, replaces the device classes' own; ``model_wire_bytes`` is the payload size every
+    emulated transfer pretends the model has (unset: the real model's size)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_wire_bytes: int | None = Field(
+        default=None, gt=0, description="emulated size of a model download/upload, bytes"
+    )
+    rate_sigma: float | None = Field(default=None, ge=0, le=2)
+    load_factor: float | None = Field(default=None, ge=1)
+    load_on_mean_s: float | None = Field(default=None, gt=0)
+    load_off_mean_s: float | None = Field(default=None, gt=0)
+
+    def apply(self, spec: Emulation) -> Emulation:
+        """``spec`` with this fleet's speed knobs in place of the class's."""
+        changes = {
+            key: value
+            for key, value in self.model_dump(exclude={"model_wire_bytes"}).items()
+            if value is not None
+        }
+        return spec.model_copy(update=changes) if changes else spec
 
 
 class DeviceClass(BaseModel):
@@ -113,6 +187,7 @@ class FleetSpec(BaseModel):
     name: str = Field(pattern=_NAME_PATTERN, max_length=_NAME_MAX)
     description: str = ""
     seed: int = 0
+    emulation: FleetEmulation = Field(default_factory=FleetEmulation)
     # ``validation_alias`` (not ``alias``) keeps ``FleetSpec(entries=...)`` typed for mypy.
     entries: tuple[FleetEntry, ...] = Field(
         validation_alias="agents", serialization_alias="agents", min_length=1

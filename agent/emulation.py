@@ -2,11 +2,16 @@
 
 A device class's ``[emulation]`` table says what the device *is*: how many examples per second it
 trains, its links, how often it is online, how often it drops out mid-round. An agent started with
-``--emulate`` trains for real, then waits until ``examples / train_rate`` has passed since training
-began; each transfer waits ``bytes * 8 / bandwidth + rtt / 2``; it goes offline and comes back by an
-alternating-renewal availability model (exponential sessions of mean ``mean_session_s``, offline
-spells sized so the long-run online share is ``availability``). ``time_scale`` shrinks every
-emulated duration alike (0.25: four times faster than life) for benchmarks.
+``--emulate`` trains for real, then waits until ``examples / rate`` has passed since training
+began, where ``rate`` is this round's rate: drawn log-normal around the nominal ``train_rate`` and
+divided by ``load_factor`` during background-load episodes (:mod:`agent.speed`). Each transfer
+waits ``bytes * 8 / bandwidth + rtt / 2``, with ``bytes`` the fleet's ``model_wire_bytes`` when set
+(a MobileNet-class update is about 14 MB, whatever small model really travels); the work is cut so
+that training *and* the upload finish by the instruction's deadline. The device goes offline and
+comes back by an alternating-renewal availability model (exponential sessions of mean
+``mean_session_s``, offline spells sized so the long-run online share is ``availability``).
+``time_scale`` shrinks every emulated duration alike (0.25: four times faster than life) for
+benchmarks; the rate process runs on device time, so one seed gives the same rates at every scale.
 
 Scaling the host's own compute does not work: training a small model here takes under a
 millisecond, so every "slow" device would be fast. Fidelity is reported instead: the share of
@@ -26,6 +31,7 @@ from protocol import TrainConfig
 
 from .daemon import Emulator
 from .device_class import Emulation
+from .speed import SpeedProcess
 
 __all__ = ["DeviceEmulator"]
 
@@ -39,13 +45,22 @@ class DeviceEmulator(Emulator):
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         start_online: bool | None = None,
+        wire_bytes: int | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
+        if wire_bytes is not None and wire_bytes <= 0:
+            raise ValueError("wire_bytes must be positive")
         self.spec = spec
         self.scale = time_scale
+        self.wire_bytes = wire_bytes
+        """Emulated size of every model transfer, bytes; ``None``: the real payload's size."""
         self._rng = random.Random(seed)
         self._clock = clock
+        self._t0 = clock()
+        self._speed = SpeedProcess(spec.speed(), seed=seed)
+        self.rate = spec.train_rate
+        """This round's training rate, examples per device-second (drawn by :meth:`plan_work`)."""
         a = spec.availability
         self._mean_on = spec.mean_session_s * time_scale
         self._mean_off = spec.mean_session_s * (1 - a) / a * time_scale if a < 1 else 0.0
@@ -84,28 +99,54 @@ class DeviceEmulator(Emulator):
 
     # ---------------------------------------------------------------- links
 
+    def payload_bytes(self, nbytes: int) -> int:
+        """The bytes a transfer of a real ``nbytes`` payload counts as: ``wire_bytes`` if set."""
+        return self.wire_bytes if self.wire_bytes is not None else nbytes
+
     def transfer_s(self, nbytes: int, mbps: float) -> float:
-        """Real seconds one transfer of ``nbytes`` takes on a link of ``mbps``."""
+        """Real seconds one transfer of ``nbytes`` (as given) takes on a link of ``mbps``."""
         return (nbytes * 8 / (mbps * 1e6) + self.spec.rtt_ms / 2000) * self.scale
 
+    def download_s(self, nbytes: int) -> float:
+        """Real seconds the download of a real ``nbytes`` payload takes (emulated size)."""
+        return self.transfer_s(self.payload_bytes(nbytes), self.spec.downlink_mbps)
+
+    def upload_s(self, nbytes: int) -> float:
+        """Real seconds the upload of a real ``nbytes`` payload takes (emulated size)."""
+        return self.transfer_s(self.payload_bytes(nbytes), self.spec.uplink_mbps)
+
     async def download(self, nbytes: int) -> None:
-        await asyncio.sleep(self.transfer_s(nbytes, self.spec.downlink_mbps))
+        await asyncio.sleep(self.download_s(nbytes))
 
     async def upload(self, nbytes: int) -> None:
-        await asyncio.sleep(self.transfer_s(nbytes, self.spec.uplink_mbps))
+        await asyncio.sleep(self.upload_s(nbytes))
 
     # ---------------------------------------------------------------- compute
 
+    def device_time(self) -> float:
+        """Device-seconds since this emulator started (the wall clock over the time scale)."""
+        return (self._clock() - self._t0) / self.scale
+
     def compute_s(self, examples: int) -> float:
-        """Real seconds this device takes to train on ``examples`` examples."""
-        return examples / self.spec.train_rate * self.scale
+        """Real seconds this device takes to train on ``examples`` examples at this round's rate."""
+        return examples / self.rate * self.scale
+
+    def draw_rate(self) -> float:
+        """Draw the rate of a round starting now (examples per device-second), keep it in
+        :attr:`rate` for :meth:`compute_s`, and return it. :meth:`plan_work` does this; a driver
+        that sizes work otherwise calls it once per round."""
+        self.rate = self._speed.rate_at(self.device_time())
+        return self.rate
 
     def plan_work(
         self, config: TrainConfig, num_examples: int, time_left_s: float, upload_bytes: int
     ) -> TrainConfig:
-        """Cap the instructed steps to what this device can train before the deadline."""
-        room = time_left_s - self.transfer_s(upload_bytes, self.spec.uplink_mbps)
-        fit_examples = max(0.0, room) / self.scale * self.spec.train_rate
+        """Draw this round's rate and cap the instructed steps to what this device can train
+        before the deadline, keeping back the time the upload of ``upload_bytes`` (real size;
+        ``wire_bytes`` when set) will take: the reply is in by the deadline, not just the work."""
+        self.draw_rate()
+        room = time_left_s - self.upload_s(upload_bytes)
+        fit_examples = max(0.0, room) / self.scale * self.rate
         batch = max(1, min(config.batch_size, num_examples or 1))
         fit_steps = int(fit_examples // batch)
         steps = config.local_steps
@@ -124,6 +165,11 @@ class DeviceEmulator(Emulator):
             return False
         await asyncio.sleep(max(0.0, emulated - real_s))
         return True
+
+    @property
+    def load_episodes(self) -> int:
+        """Background-load episodes begun so far, up to the last round drawn."""
+        return self._speed.episodes
 
     @property
     def fidelity(self) -> float:

@@ -22,6 +22,9 @@ Validated with pydantic at this untrusted edge; unknown keys are rejected, every
     [constraints]
     target_accuracy = 0.90
     time_budget_s = 300
+
+    [emulation]          # optional: a fleet emulated at --time-scale 0.25
+    time_scale = 0.25    # the seconds above are then device-seconds
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .strategies import Krum, Strategy, make_strategy
 
 __all__ = [
     "Constraints",
+    "EmulationSpec",
     "JobSpec",
     "ModelSpec",
     "PlannerSpec",
@@ -133,6 +137,17 @@ class Constraints(BaseModel):
     )
 
 
+class EmulationSpec(BaseModel):
+    """For a job on an emulated fleet: ``time_scale`` is the fleet's ``--time-scale`` (wall
+    seconds per device-second). Every duration of the job file (``time_budget_s``,
+    ``round_timeout_s``, the planner's deadlines) is then in device-seconds and so is everything
+    the coordinator reports; see :mod:`coordinator.timescale`. ``wait_for_agents_s`` stays wall
+    time."""
+
+    model_config = _Strict
+    time_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+
 class JobSpec(BaseModel):
     model_config = _Strict
     job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -148,6 +163,7 @@ class JobSpec(BaseModel):
     rounds: RoundsSpec = Field(default_factory=RoundsSpec)
     planner: PlannerSpec = Field(default_factory=PlannerSpec)
     constraints: Constraints
+    emulation: EmulationSpec = Field(default_factory=EmulationSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:

@@ -31,6 +31,7 @@ from .model import GlobalModel
 from .ownership import StateLock, load_epoch, save_epoch
 from .planners import Planner, RoundPlan, make_planner
 from .strategies import Strategy, make_strategy
+from .timescale import TimeScale
 
 __all__ = ["Coordinator", "JobOutcome"]
 
@@ -83,9 +84,13 @@ class Coordinator:
         """This run's ownership epoch of the job (set when the job starts)."""
         self._clock_base = 0.0
         self._clock_start = time.monotonic()
+        self.timescale = TimeScale(spec.emulation.time_scale)
+        """Device-seconds ↔ wall seconds: the job counts in device-seconds (see
+        :mod:`coordinator.timescale`)."""
 
     def _elapsed(self) -> float:
-        return self._clock_base + time.monotonic() - self._clock_start
+        """Job time so far, device-seconds."""
+        return self._clock_base + self.timescale.to_device(time.monotonic() - self._clock_start)
 
     @property
     def planner(self) -> Planner:
@@ -181,7 +186,7 @@ class Coordinator:
             )
             if not plan.participants or plan.timeout_s <= 0:
                 # Nobody to ask (or no time left): let time pass so the budget check can end the job.
-                await asyncio.sleep(min(0.5, max(budget_left, 0.0)))
+                await asyncio.sleep(min(0.5, self.timescale.to_wall(max(budget_left, 0.0))))
                 progress = dataclasses.replace(progress, elapsed_s=self._elapsed())
                 continue
             progress = await self._round(model, progress, plan)
@@ -197,7 +202,7 @@ class Coordinator:
                 model=model.config_json,
                 weights=progress.weights,
                 config=plan.configs[agent_id],
-                budget_s=plan.timeout_s,
+                budget_s=self.timescale.to_wall(plan.timeout_s),
                 epoch=self.epoch,
             )
             for agent_id in plan.participants
@@ -208,8 +213,9 @@ class Coordinator:
             instructions=instructions,
             reference=progress.weights,
             quorum=plan.quorum,
-            timeout_s=plan.timeout_s,
+            timeout_s=self.timescale.to_wall(plan.timeout_s),
         )
+        replies = self.timescale.device_replies(replies)
         progress, record = await asyncio.to_thread(
             close_round,
             progress,

@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emulate", action="store_true", help="behave like the device class says")
     p.add_argument("--time-scale", type=float, default=1.0, help="emulated durations x this")
     p.add_argument("--seed", type=int, default=0, help="emulation seed")
+    p.add_argument(
+        "--model-wire-bytes",
+        type=int,
+        default=None,
+        help="with --emulate: the model size every emulated transfer counts, bytes "
+        "(default: the real payload's)",
+    )
     _common(p)
 
     p = sub.add_parser("agents", help="run every agent of a fleet file in one process")
@@ -107,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=float, default=1.0, help="emulated durations x this")
     p.add_argument("--runtime", choices=["auto", "keras", "numpy"], default="numpy")
     p.add_argument("--seed", type=int, default=0, help="shard assignment and emulation seed")
+    p.add_argument(
+        "--model-wire-bytes",
+        type=int,
+        default=None,
+        help="with --emulate: the model size every emulated transfer counts, bytes "
+        "(default: the fleet file's [emulation] model_wire_bytes, else the real payload's)",
+    )
     p.add_argument("--heartbeat-s", type=float, default=5.0)
     p.add_argument(
         "--report", type=absolute_path, default=None, help="write emulation fidelity JSON here"
@@ -159,7 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="emulated fleet, a name in firmware_configs/fleets or a path (default mixed-50)",
     )
     p.add_argument("--target-accuracy", type=float, default=0.90)
-    p.add_argument("--time-budget", type=float, default=600.0, help="seconds")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=600.0,
+        help="seconds (device-seconds of an emulated fleet: wall = x --time-scale)",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of the label split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=absolute_path, default="results/demo")

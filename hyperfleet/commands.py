@@ -82,8 +82,11 @@ def agent_settings(args: argparse.Namespace) -> AgentRun:
     device = load_device_class(args.device_class)
     if args.time_scale <= 0:
         raise UsageError("--time-scale must be positive")
+    wire_bytes = _wire_bytes(args)
     emulator = (
-        DeviceEmulator(device.emulation, seed=args.seed, time_scale=args.time_scale)
+        DeviceEmulator(
+            device.emulation, seed=args.seed, time_scale=args.time_scale, wire_bytes=wire_bytes
+        )
         if args.emulate
         else None
     )
@@ -94,9 +97,9 @@ def agent_settings(args: argparse.Namespace) -> AgentRun:
             device_class=device.name,
             topics=Topics(args.prefix),
             heartbeat_s=args.heartbeat_s,
-            profile=emulated_profile(device.emulation, args.time_scale)
+            profile=emulated_profile(device.emulation, args.time_scale, wire_bytes)
             if args.emulate
-            else device.emulation.model_dump(),
+            else device.emulation.announced(),
         ),
         device=device,
         shard=read_shard(args.data),
@@ -105,11 +108,19 @@ def agent_settings(args: argparse.Namespace) -> AgentRun:
     )
 
 
+def _wire_bytes(args: argparse.Namespace) -> int | None:
+    wire_bytes: int | None = getattr(args, "model_wire_bytes", None)
+    if wire_bytes is not None and wire_bytes <= 0:
+        raise UsageError("--model-wire-bytes must be a positive number of bytes")
+    return wire_bytes
+
+
 def fleet_settings(args: argparse.Namespace) -> FleetRun:
     """The settings of ``hyperfleet agents``; reads the fleet file (``ConfigError`` if bad)."""
     if args.time_scale <= 0:
         raise UsageError("--time-scale must be positive")
     return FleetRun(
+        model_wire_bytes=_wire_bytes(args),
         fleet=load_fleet(args.fleet),
         shards_dir=args.shards,
         broker=parse_broker_url(args.broker),

@@ -129,8 +129,10 @@ class DemoSettings:
 def _job_toml(s: DemoSettings, holdout: Path, agents: int, normalization: Path | None) -> str:
     if s.fleet is None:  # a handful of real agents: everyone trains every round
         participants, min_agents, timeout, epochs = agents, agents, 20.0, 2
-    else:  # an emulated fleet, some of it offline at any time
+        emulation = ""
+    else:  # an emulated fleet, some of it offline at any time; its seconds are device-seconds
         participants, min_agents, timeout, epochs = s.participants, max(1, agents // 2), 60.0, 1
+        emulation = f"\n[emulation]\ntime_scale = {s.time_scale!r}\n"
     return f"""# Written by `hyperfleet demo`.
 job_id = "digits-demo"
 holdout = "{holdout.resolve()}"
@@ -150,7 +152,7 @@ name = "{s.planner}"
 [rounds]
 participants = {min(participants, agents)}
 min_results = 1
-round_timeout_s = {max(1.0, timeout * s.time_scale):g}
+round_timeout_s = {timeout:g}
 local_epochs = {epochs}
 batch_size = 16
 learning_rate = 0.1
@@ -160,7 +162,7 @@ wait_for_agents_s = {min(120.0, s.time_budget_s / 2):.0f}
 [constraints]
 target_accuracy = {s.target_accuracy}
 time_budget_s = {s.time_budget_s}
-"""
+{emulation}"""
 
 
 @contextlib.contextmanager
@@ -346,7 +348,9 @@ async def run_demo(s: DemoSettings) -> int:
         states: list[tuple[float, JobState]] = []
         async with asyncio.TaskGroup() as tg:
             follower = tg.create_task(_follow(broker_url, topics, "digits-demo", states, t0))
-            hard_limit = s.time_budget_s + 180  # start-up, export and slack; never wait forever
+            # The job's seconds are device-seconds of an emulated fleet: wall = x time scale.
+            wall_budget = s.time_budget_s * (s.time_scale if fleet is not None else 1.0)
+            hard_limit = wall_budget + 180  # start-up, export and slack; never wait forever
             outcome_file = out / "outcome.json"
             while (
                 coordinator.poll() is None

@@ -44,6 +44,8 @@ class FleetRun:
     seed: int = 0
     heartbeat_s: float = 5.0
     report: Path | None = None
+    model_wire_bytes: int | None = None
+    """Emulated model size on every link, bytes; ``None``: the fleet file's, else the real size."""
 
     def __post_init__(self) -> None:
         require_absolute("shards_dir", self.shards_dir)
@@ -62,30 +64,31 @@ def assign_shards(fleet: FleetSpec, shards_dir: Path, seed: int) -> list[tuple[s
     return [(aid, cls, shards[int(perm[i])]) for i, (aid, cls) in enumerate(members)]
 
 
-def emulated_profile(spec: Emulation, time_scale: float) -> dict[str, float]:
-    """What an emulated device announces: its figures as they play out at ``time_scale``."""
-    return {
-        "train_rate": spec.train_rate / time_scale,
-        "uplink_mbps": spec.uplink_mbps / time_scale,
-        "downlink_mbps": spec.downlink_mbps / time_scale,
-        "rtt_ms": spec.rtt_ms * time_scale,
-        "availability": spec.availability,
-        "mean_session_s": spec.mean_session_s * time_scale,
-        "failure_rate": spec.failure_rate,
-        "time_scale": time_scale,
-    }
+def emulated_profile(
+    spec: Emulation, time_scale: float, wire_bytes: int | None = None
+) -> dict[str, float]:
+    """What an emulated device announces: its class's nominal figures (device units), its time
+    scale and its emulated model size (see :meth:`agent.device_class.Emulation.announced`)."""
+    return spec.announced(time_scale=time_scale, wire_bytes=wire_bytes)
 
 
 def build_agents(run: FleetRun) -> list[tuple[Agent, DeviceEmulator | None]]:
     classes: dict[str, DeviceClass] = {}
     out: list[tuple[Agent, DeviceEmulator | None]] = []
+    wire_bytes = (
+        run.model_wire_bytes
+        if run.model_wire_bytes is not None
+        else run.fleet.emulation.model_wire_bytes
+    )
     for agent_id, cls, shard_path in assign_shards(run.fleet, run.shards_dir, run.seed):
         device = classes.setdefault(cls, load_device_class(cls))
+        spec = run.fleet.emulation.apply(device.emulation)
         emulator = (
             DeviceEmulator(
-                device.emulation,
+                spec,
                 seed=random.Random(f"{run.seed}:{agent_id}").getrandbits(32),
                 time_scale=run.time_scale,
+                wire_bytes=wire_bytes,
             )
             if run.emulate
             else None
@@ -96,9 +99,9 @@ def build_agents(run: FleetRun) -> list[tuple[Agent, DeviceEmulator | None]]:
             device_class=cls,
             topics=run.topics,
             heartbeat_s=run.heartbeat_s,
-            profile=emulated_profile(device.emulation, run.time_scale)
+            profile=emulated_profile(spec, run.time_scale, wire_bytes)
             if run.emulate
-            else device.emulation.model_dump(),
+            else spec.announced(),
         )
         agent = create_agent(
             settings,
@@ -125,6 +128,7 @@ def fidelity_report(agents: list[tuple[Agent, DeviceEmulator | None]]) -> dict[s
             "overruns": emu.overruns,
             "dropouts": emu.dropouts,
             "offline_spells": emu.offline_spells,
+            "load_episodes": emu.load_episodes,
             "connections": agent.connections,
             "dropped_messages": dict(agent.dropped),
         }

@@ -169,6 +169,7 @@ MAP_BOUNDS: Mapping[tuple[type, str], Mapping[str, Bound]] = {
         "failure_rate": SHARE,
         "mean_session_s": POSITIVE,
         "time_scale": POSITIVE,
+        "model_wire_bytes": POSITIVE,
     },
     (ModelRef, "metrics"): {
         "accuracy": SHARE,

@@ -51,6 +51,7 @@ def make_planner(spec: JobSpec, *, model_bytes: int) -> Planner:
         max_deadline_s=min(p.max_deadline_s, r.round_timeout_s),
         target_accuracy=spec.constraints.target_accuracy,
         seed=spec.seed,
+        time_scale=spec.emulation.time_scale,
     )
     settings = dataclasses.replace(HYPERFL_DEFAULTS, **{**from_table, **fixed})
     return HyperFLPlanner(settings, model_bytes=model_bytes)

@@ -59,7 +59,7 @@ def _work(p: AgentProfile, deadline: float, s: HyperFLSettings, cap: int) -> tup
 class HyperFLPlanner:
     def __init__(self, settings: HyperFLSettings, *, model_bytes: int) -> None:
         self.s = settings
-        self.profiles = ProfileBook(model_bytes=model_bytes)
+        self.profiles = ProfileBook(model_bytes=model_bytes, time_scale=settings.time_scale)
         self.curve = LearningCurve()
         self.k = settings.participants
         self._rng = random.Random(settings.seed)

@@ -1,16 +1,25 @@
 """What the coordinator has learned about each agent: speed, link, reliability, recent loss.
 
-A profile starts from what the agent announced in ``hello`` (its device class's figures) and is
-then smoothed towards what rounds show (exponentially weighted, ``alpha`` per observation):
+A profile starts from what the agent announced in ``hello`` (its device class's *nominal*
+figures, which a real device or an emulated one with per-round variance and background load need
+not keep to) and is then smoothed towards what rounds show (exponentially weighted, ``alpha`` per
+observation):
 
 - ``train_rate``: examples per second of the agent's own reported compute time;
 - ``comm_s``: the rest of the reply time (download, upload, latency, queueing);
 - ``reliability``: the share of instructions answered in time;
 - ``loss``: the agent's last training loss (statistical utility, after Oort).
+
+Units are the job's device-seconds (:mod:`coordinator.timescale`). Announced figures are device
+units at the agent's own ``time_scale`` (1 when it announces none): an agent emulated at 0.25 for a
+job counting at 1.0 trains four times its announced rate per job-second, so rates and bandwidths
+are multiplied, and the round-trip time divided, by ``job time_scale / agent time_scale``. The
+link is seeded with the agent's announced ``model_wire_bytes`` when it emulates a model size.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +28,7 @@ from protocol import MAP_BOUNDS, Hello
 
 __all__ = ["AgentProfile", "ProfileBook"]
 
+_log = logging.getLogger(__name__)
 _DEFAULT_RATE = 100.0  # examples/s when an agent announces nothing
 _DEFAULT_MBPS = 100.0
 _DEFAULT_RTT_MS = 20.0
@@ -64,20 +74,26 @@ def _announced(profile: Mapping[str, float], key: str, default: float) -> float:
     return float(value)
 
 
-def _seed_comm_s(profile: Mapping[str, float], model_bytes: int) -> float:
+def _seed_comm_s(profile: Mapping[str, float], model_bytes: int, speedup: float) -> float:
+    """Download + upload + one round trip, in job device-seconds."""
+    nbytes = _announced(profile, "model_wire_bytes", float(model_bytes))
     up = _announced(profile, "uplink_mbps", _DEFAULT_MBPS)
     down = _announced(profile, "downlink_mbps", _DEFAULT_MBPS)
     rtt = _announced(profile, "rtt_ms", _DEFAULT_RTT_MS) / 1000
-    return model_bytes * 8 / (down * 1e6) + model_bytes * 8 / (up * 1e6) + rtt
+    return (nbytes * 8 / (down * 1e6) + nbytes * 8 / (up * 1e6) + rtt) / speedup
 
 
 class ProfileBook:
     """Profiles of every agent seen, keyed by id."""
 
-    def __init__(self, *, model_bytes: int, alpha: float = 0.3) -> None:
+    def __init__(self, *, model_bytes: int, alpha: float = 0.3, time_scale: float = 1.0) -> None:
         if not 0 < alpha <= 1:
             raise ValueError("alpha must be in (0, 1]")
+        if not time_scale > 0:
+            raise ValueError("time_scale must be positive")
         self.model_bytes = model_bytes
+        self.time_scale = time_scale
+        self._scale_warned = False
         self.alpha = alpha
         self._profiles: dict[str, AgentProfile] = {}
 
@@ -95,12 +111,26 @@ class ProfileBook:
         p = self._profiles.get(agent_id)
         if p is None:
             announced = hello.profile
+            # Job device-seconds per agent device-second.
+            agent_scale = _announced(announced, "time_scale", 1.0)
+            speedup = self.time_scale / agent_scale
+            if speedup != 1.0 and not self._scale_warned:
+                self._scale_warned = True
+                _log.warning(
+                    "agent %s runs at time scale %g but the job counts at %g: its announced "
+                    "figures are converted, but the job's seconds are not the fleet's device-"
+                    "seconds (set [emulation] time_scale = %g in the job file)",
+                    agent_id,
+                    agent_scale,
+                    self.time_scale,
+                    agent_scale,
+                )
             p = AgentProfile(
                 agent_id=agent_id,
                 device_class=hello.device_class,
                 num_examples=hello.num_examples,
-                train_rate=_announced(announced, "train_rate", _DEFAULT_RATE),
-                comm_s=_seed_comm_s(announced, self.model_bytes),
+                train_rate=_announced(announced, "train_rate", _DEFAULT_RATE) * speedup,
+                comm_s=_seed_comm_s(announced, self.model_bytes, speedup),
                 reliability=1.0 - _announced(announced, "failure_rate", 0.0),
                 label_counts=tuple(hello.label_counts),
             )

@@ -45,6 +45,9 @@ class HyperFLSettings:
     """When positive, a verdict also needs the optimistic accuracy at the end of the budget at full
     pace to fall this far below the target: fewer false alarms, later or missed true ones."""
     seed: int = 0
+    time_scale: float = 1.0
+    """The job's time scale (``[emulation] time_scale``): the planner counts in device-seconds of
+    it, and converts what agents announce at another scale (see :mod:`.profiles`)."""
 
 
 HYPERFL_DEFAULTS = HyperFLSettings()

@@ -385,3 +385,68 @@ def test_the_memory_limit_caps_what_the_hello_announces_and_the_step_cap_is_appl
     few = TrainConfig(local_steps=7)
     assert cap_steps(few, 10, pi.max_local_steps) is few
     assert cap_steps(many, 10, None) is many
+
+
+# --- speed variance, background load and the emulated model size -----------------------------------
+
+
+def test_speed_knobs_default_and_map_to_the_rate_process(tmp_path: Path) -> None:
+    dc = load_device_class("test-dev", search_dir=write_class(tmp_path).parent)
+    e = dc.emulation
+    assert (e.rate_sigma, e.load_factor, e.load_on_mean_s, e.load_off_mean_s) == (
+        0.2,
+        2.0,
+        120.0,
+        600.0,
+    )
+    speed = e.speed()
+    assert (speed.rate, speed.sigma, speed.load_factor) == (10.0, 0.2, 2.0)
+    assert speed.loaded_share == pytest.approx(120 / 720)
+
+
+def test_a_class_sets_its_own_speed_knobs_and_bad_ones_are_named(tmp_path: Path) -> None:
+    text = VALID_CLASS.format(name="test-dev") + "rate_sigma = 0.5\nload_factor = 1.0\n"
+    dc = load_device_class(str(write_class(tmp_path, text=text)))
+    assert dc.emulation.speed().sigma == 0.5
+    assert dc.emulation.speed().loaded_share == 0.0
+    bad = VALID_CLASS.format(name="test-dev") + "load_factor = 0.5\n"
+    with pytest.raises(ConfigError, match=re.escape("'emulation.load_factor'")):
+        load_device_class(str(write_class(tmp_path, text=bad)))
+
+
+def test_a_fleets_emulation_table_overrides_every_class_and_sets_the_model_size(
+    tmp_path: Path,
+) -> None:
+    write_class(tmp_path, name="lab-box")
+    path = write_fleet(tmp_path, "lab", [("lab-box", 2)])
+    path.write_text(
+        path.read_text()
+        + "\n[emulation]\nmodel_wire_bytes = 14_000_000\nrate_sigma = 0.4\nload_factor = 3.0\n"
+    )
+    fleet = load_fleet("lab", search_dir=tmp_path)
+    assert fleet.emulation.model_wire_bytes == 14_000_000
+    spec = fleet.emulation.apply(load_device_class("lab-box", search_dir=tmp_path).emulation)
+    assert (spec.rate_sigma, spec.load_factor) == (0.4, 3.0)
+    assert spec.load_on_mean_s == 120.0  # not set by the fleet: the class's own
+    assert spec.train_rate == 10.0
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("model_wire_bytes = 0", "'emulation.model_wire_bytes'"),
+        ("rate_sigma = -1", "'emulation.rate_sigma'"),
+        ("jitter = 1", "unknown key 'emulation.jitter'"),
+    ],
+)
+def test_a_bad_fleet_emulation_table_is_named(tmp_path: Path, line: str, message: str) -> None:
+    write_class(tmp_path, name="lab-box")
+    path = write_fleet(tmp_path, "lab", [("lab-box", 1)])
+    path.write_text(path.read_text() + f"\n[emulation]\n{line}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_fleet("lab", search_dir=tmp_path)
+
+
+def test_mixed_50_emulates_a_mobilenet_class_update_and_small_4_the_real_size() -> None:
+    assert load_fleet("mixed-50").emulation.model_wire_bytes == 14_000_000
+    assert load_fleet("small-4").emulation.model_wire_bytes is None

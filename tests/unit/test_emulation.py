@@ -11,13 +11,14 @@ import asyncio
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.device_class import Emulation, load_fleet
 from agent.emulation import DeviceEmulator
 from hyperfleet.errors import UsageError
 from hyperfleet.fleetrun import assign_shards, emulated_profile
-from protocol import TrainConfig
+from protocol import Hello, TrainConfig
 
 
 def spec(**changes: float) -> Emulation:
@@ -29,6 +30,8 @@ def spec(**changes: float) -> Emulation:
         "availability": 1.0,
         "mean_session_s": 10.0,
         "failure_rate": 0.0,
+        "rate_sigma": 0.0,  # exact rates unless a test asks for variance or load
+        "load_factor": 1.0,
     }
     fields.update(changes)
     return Emulation.model_validate(fields)
@@ -82,6 +85,37 @@ def test_download_and_upload_wait_on_their_own_links(sleeps: list[float]) -> Non
 
     asyncio.run(both())
     assert sleeps == [pytest.approx(1.0), pytest.approx(2.0)]
+
+
+def test_an_emulated_model_size_replaces_the_real_payload_on_both_links(
+    sleeps: list[float],
+) -> None:
+    emu = DeviceEmulator(
+        spec(uplink_mbps=8.0, downlink_mbps=16.0, rtt_ms=100.0), seed=0, wire_bytes=14_000_000
+    )
+    # 14 MB is 112 Mbit: 7 s down at 16 Mbit/s, 14 s up at 8 Mbit/s, each plus half the rtt;
+    # the real payload (a few kB here) does not matter.
+    assert emu.download_s(3_000) == pytest.approx(7.05)
+    assert emu.upload_s(3_000) == pytest.approx(14.05)
+
+    async def both() -> None:
+        await emu.download(3_000)
+        await emu.upload(3_000)
+
+    asyncio.run(both())
+    assert sleeps == [pytest.approx(7.05), pytest.approx(14.05)]
+    quarter = DeviceEmulator(spec(uplink_mbps=8.0, rtt_ms=100.0), seed=0, time_scale=0.25,
+                             wire_bytes=14_000_000)  # fmt: skip
+    assert quarter.upload_s(3_000) == pytest.approx(14.05 * 0.25)
+    # Without an emulated size the real payload travels.
+    assert DeviceEmulator(spec(uplink_mbps=8.0, rtt_ms=0.0), seed=0).upload_s(1_000_000) == (
+        pytest.approx(1.0)
+    )
+
+
+def test_the_emulated_model_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="wire_bytes"):
+        DeviceEmulator(spec(), seed=0, wire_bytes=0)
 
 
 def test_time_scale_must_be_positive() -> None:
@@ -145,6 +179,65 @@ def test_plan_work_gives_no_steps_when_the_upload_alone_misses_the_deadline() ->
         emu.plan_work(TrainConfig(local_steps=4, batch_size=8), 100, 0.5, 1_000_000).local_steps
         == 0
     )
+
+
+def test_the_deadline_cut_keeps_back_the_upload_of_the_emulated_model_size() -> None:
+    # 10 examples/s, 8 Mbit/s up: a 2 MB emulated update takes 2 s to upload, so of 5 s left
+    # 3 s train -> 30 examples -> 3 batches of 8 (the real 1 kB payload would leave 6 batches).
+    emu = DeviceEmulator(
+        spec(train_rate=10.0, uplink_mbps=8.0, rtt_ms=0.0), seed=0, wire_bytes=2_000_000
+    )
+    asked = TrainConfig(local_steps=50, batch_size=8)
+    assert emu.plan_work(asked, 100, 5.0, 1_000).local_steps == 3
+    real = DeviceEmulator(spec(train_rate=10.0, uplink_mbps=8.0, rtt_ms=0.0), seed=0)
+    assert real.plan_work(asked, 100, 5.0, 1_000).local_steps == 6
+    # An upload longer than the time left leaves no step at all.
+    assert emu.plan_work(asked, 100, 1.9, 1_000).local_steps == 0
+
+
+def test_download_training_and_upload_finish_by_the_deadline_at_any_drawn_rate() -> None:
+    """With variance and load on, every round's planned work plus the upload fits the time left
+    after the download, at the rate drawn for that round, and the rates really vary."""
+    clock = FakeClock()
+    emu = DeviceEmulator(
+        spec(train_rate=25.0, uplink_mbps=20.0, downlink_mbps=50.0, rtt_ms=40.0, rate_sigma=0.5,
+             load_factor=3.0, load_on_mean_s=30.0, load_off_mean_s=60.0),
+        seed=3, time_scale=0.5, clock=clock, wire_bytes=14_000_000,
+    )  # fmt: skip
+    budget = 30.0  # real seconds per instruction
+    steps_seen, rates = set(), set()
+    for _ in range(200):
+        left = budget - emu.download_s(1_000)
+        cfg = emu.plan_work(TrainConfig(local_steps=1000, batch_size=8), 500, left, 1_000)
+        steps = cfg.local_steps or 0
+        used = emu.download_s(1_000) + emu.compute_s(steps * 8) + emu.upload_s(1_000)
+        assert used <= budget + 1e-9
+        # ... and one more batch would not have fitted: the cut is tight.
+        assert used + emu.compute_s(8) > budget
+        steps_seen.add(steps)
+        rates.add(emu.rate)
+        clock.now += budget
+    assert len(steps_seen) > 20
+    assert len(rates) == 200
+    assert emu.load_episodes > 5
+
+
+def test_the_drawn_rates_are_the_same_at_every_time_scale() -> None:
+    """The rate process runs on device time: the same seed, stepped through the same device
+    times at two scales, draws the same rates."""
+
+    def rates(scale: float) -> list[float]:
+        clock = FakeClock()
+        emu = DeviceEmulator(spec(rate_sigma=0.3, load_factor=2.0, load_on_mean_s=20.0,
+                                  load_off_mean_s=40.0), seed=9, time_scale=scale, clock=clock)  # fmt: skip
+        out = []
+        for _ in range(100):
+            emu.plan_work(TrainConfig(local_steps=1), 10, 10.0 * scale, 1)
+            out.append(emu.rate)
+            clock.now += 7.0 * scale  # 7 device-seconds a round
+        return out
+
+    assert rates(0.25) == rates(1.0)
 
 
 def test_compute_waits_out_the_emulated_time(sleeps: list[float]) -> None:
@@ -296,7 +389,19 @@ def test_wait_online_returns_at_once_when_online(sleeps: list[float]) -> None:
 # ------------------------------------------------------------------------------------- fleet runner
 
 
-def test_emulated_profile_announces_the_figures_as_they_play_out() -> None:
+NOMINAL_KEYS = {
+    "train_rate",
+    "uplink_mbps",
+    "downlink_mbps",
+    "rtt_ms",
+    "availability",
+    "mean_session_s",
+    "failure_rate",
+    "time_scale",
+}
+
+
+def test_emulated_profile_announces_the_nominal_figures_only() -> None:
     device = spec(
         train_rate=40.0,
         uplink_mbps=20.0,
@@ -305,18 +410,62 @@ def test_emulated_profile_announces_the_figures_as_they_play_out() -> None:
         availability=0.9,
         mean_session_s=600.0,
         failure_rate=0.05,
+        rate_sigma=0.4,
+        load_factor=3.0,
     )
-    profile = emulated_profile(device, 0.25)
-    assert profile["train_rate"] == pytest.approx(160.0)
-    assert profile["uplink_mbps"] == pytest.approx(80.0)
-    assert profile["downlink_mbps"] == pytest.approx(200.0)
-    assert profile["rtt_ms"] == pytest.approx(10.0)
-    assert profile["mean_session_s"] == pytest.approx(150.0)
-    # Shares do not scale.
-    assert profile["availability"] == pytest.approx(0.9)
-    assert profile["failure_rate"] == pytest.approx(0.05)
-    assert profile["time_scale"] == pytest.approx(0.25)
-    assert emulated_profile(device, 1.0)["train_rate"] == pytest.approx(40.0)
+    profile = emulated_profile(device, 0.25, 14_000_000)
+    # Device units, whatever the time scale: the coordinator converts by the announced scale.
+    assert profile == {
+        "train_rate": 40.0,
+        "uplink_mbps": 20.0,
+        "downlink_mbps": 50.0,
+        "rtt_ms": 40.0,
+        "availability": 0.9,
+        "mean_session_s": 600.0,
+        "failure_rate": 0.05,
+        "time_scale": 0.25,
+        "model_wire_bytes": 14_000_000.0,
+    }
+    # No emulated model size, no key; the variance and load knobs never travel.
+    assert set(emulated_profile(device, 1.0)) == NOMINAL_KEYS
+
+
+def test_the_hello_carries_the_nominal_figures_not_the_realised_rate(tmp_path: Path) -> None:
+    """A real agent of the fleet runner: after rounds at drawn rates its hello still says the
+    class's nominal train rate, so the coordinator must learn the real one from replies."""
+    from hyperfleet.fleetrun import FleetRun, build_agents
+    from link import write_shard
+    from protocol import BrokerAddress, Shard, Topics, decode
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        shard = Shard(
+            x=rng.normal(size=(10, 4)).astype(np.float32), y=np.arange(10, dtype=np.int64) % 3
+        )
+        write_shard(tmp_path / f"agent-{i:03d}.npz", shard)
+    run = FleetRun(
+        fleet=load_fleet("small-4"),
+        shards_dir=tmp_path,
+        broker=BrokerAddress(host="127.0.0.1", port=1883),
+        topics=Topics(),
+        time_scale=0.5,
+        model_wire_bytes=2_000_000,
+    )
+    for agent, emu in build_agents(run):
+        assert emu is not None
+        nominal = emu.spec.train_rate
+        drawn = {
+            emu.plan_work(TrainConfig(local_steps=1), 10, 100.0, 1).local_steps for _ in range(3)
+        }
+        assert drawn  # rounds were planned at drawn rates
+        assert emu.rate != nominal  # the default variance moved this round's rate
+        hello = decode(agent._hello()).body
+        assert isinstance(hello, Hello)
+        assert set(hello.profile) == NOMINAL_KEYS | {"model_wire_bytes"}
+        assert hello.profile["train_rate"] == nominal
+        assert hello.profile["time_scale"] == 0.5
+        assert hello.profile["model_wire_bytes"] == 2_000_000
+        assert emu.wire_bytes == 2_000_000
 
 
 def _shards(directory: Path, count: int) -> list[Path]:
