@@ -40,7 +40,11 @@ from .curve import LearningCurve
 from .profiles import AgentProfile, ProfileBook
 from .settings import HyperFLSettings
 
-__all__ = ["HyperFLPlanner", "HyperFLSettings"]
+__all__ = ["MAX_PREDICTED_ROUNDS", "HyperFLPlanner", "HyperFLSettings"]
+
+MAX_PREDICTED_ROUNDS = 10**6
+"""A prediction of more rounds than this is reported as none (an unbounded integer once made a
+job state that msgpack could not encode, 2^66 rounds, and stopped a soak's coordinator)."""
 
 
 def _work(p: AgentProfile, deadline: float, s: HyperFLSettings, cap: int) -> tuple[int, int]:
@@ -291,6 +295,8 @@ class HyperFLPlanner:
         rounds_needed = (
             math.ceil(max(0.0, need - self._compute) / per_round) if need is not None else None
         )
+        if rounds_needed is not None and rounds_needed > MAX_PREDICTED_ROUNDS:
+            rounds_needed = None  # no number to report: out of any budget's reach
         # Pace: behind schedule -> more participants; well ahead -> fewer (cheaper).
         if time_needed > 0.6 * budget_left:
             self.k = min(s.max_participants, self.k + 2)

@@ -19,10 +19,15 @@ from coordinator.engine import JobProgress, RoundRecord, start
 from coordinator.fleet import RoundReplies
 from coordinator.planners.base import RoundPlan, agent_seed
 from coordinator.planners.curve import LearningCurve
-from coordinator.planners.hyperfl import HyperFLPlanner, HyperFLSettings, _work
+from coordinator.planners.hyperfl import (
+    MAX_PREDICTED_ROUNDS,
+    HyperFLPlanner,
+    HyperFLSettings,
+    _work,
+)
 from coordinator.planners.profiles import AgentProfile
 from coordinator.registry import AgentRecord
-from protocol import Hello, TrainRes, Weights
+from protocol import Hello, JobState, TrainRes, Weights, encode, new_envelope
 
 MODEL_BYTES = 100_000
 LINK = {"uplink_mbps": 100.0, "downlink_mbps": 100.0, "rtt_ms": 20.0}
@@ -466,6 +471,24 @@ def test_a_curve_heading_for_the_target_is_predicted_feasible() -> None:
             assert prediction.accuracy_at_budget >= 0.9
     # Monitors see the planner's prediction in the next plan.
     assert job.round().info["feasible"] is True
+
+
+def test_a_prediction_far_beyond_any_budget_reports_no_round_count() -> None:
+    # A flat, wobbling curve far below a 0.999 target: the fit needs ~1e20 rounds.
+    settings = HyperFLSettings(target_accuracy=0.999, verdict_after=4, participants=6)
+    job = Job(
+        HyperFLPlanner(settings, model_bytes=MODEL_BYTES),
+        budget_s=1e6,
+        accuracy=lambda c: 0.93 + 0.001 * math.sin(c),
+    )
+    for _ in range(40):
+        plan = job.round()
+        rounds = job.planner.prediction().rounds_to_target
+        assert rounds is None or rounds <= MAX_PREDICTED_ROUNDS
+        state = JobState(status="running", round=1, accuracy=0.9, best_accuracy=0.9,
+                         target_accuracy=0.999, elapsed_s=1.0, time_budget_s=1e6,
+                         plan=dict(plan.info))  # fmt: skip
+        encode(new_envelope(state, sender="c", job_id="job", round=1))
 
 
 def test_nothing_is_predicted_before_the_curve_has_its_points() -> None:
