@@ -111,12 +111,13 @@ async def serve_agents(count: int, offset: int, broker_url: str, prefix: str) ->
                 a.stop()
 
 
-def spawn_agents(count: int, offset: int, url: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, str(Path(__file__)), "--serve-agents", str(count), "--offset",
-         str(offset), "--broker", url],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV,
-    )  # fmt: skip
+def spawn_agents(count: int, offset: int, url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as err:
+        return subprocess.Popen(
+            [sys.executable, str(Path(__file__)), "--serve-agents", str(count), "--offset",
+             str(offset), "--broker", url],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=ENV,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- brokers
@@ -199,7 +200,8 @@ def run_size(agents: int, holdout: Path, *, bridged: bool) -> dict[str, Any]:
         for k in range(math.ceil(agents / PER_PROCESS)):
             count = min(PER_PROCESS, agents - k * PER_PROCESS)
             port = ports[k % len(ports)]
-            children.append(spawn_agents(count, k * PER_PROCESS, f"mqtt://127.0.0.1:{port}"))
+            url = f"mqtt://127.0.0.1:{port}"
+            children.append(spawn_agents(count, k * PER_PROCESS, url, work / f"agents-{k}.log"))
         for child in children:
             assert child.stdout is not None
             line = child.stdout.readline()

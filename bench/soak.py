@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parent
+TIME_SCALE = 0.25
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
@@ -112,8 +113,10 @@ def main() -> int:
     logs = work / "logs"
     logs.mkdir()
     demo_log = logs / "demo.log"
-    demo = hyperfleet("demo", "--fleet", "mixed-50", "--data", "numpy", "--time-scale", "0.25",
-                      "--target-accuracy", "0.999", "--time-budget", str(args.duration + 120),
+    # The demo's budget is in device-seconds: wall seconds / the time scale.
+    budget = (args.duration + 300) / TIME_SCALE
+    demo = hyperfleet("demo", "--fleet", "mixed-50", "--data", "numpy", "--time-scale",
+                      str(TIME_SCALE), "--target-accuracy", "0.999", "--time-budget", str(budget),
                       "--out", str(work / "demo"), log=demo_log)  # fmt: skip
     url = None
     for _ in range(600):
