@@ -22,6 +22,7 @@ from agent.app import RuntimeChoice, create_agent, read_shard
 from agent.daemon import Agent, AgentSettings
 from agent.device_class import DeviceClass, Emulation, FleetSpec, load_device_class
 from agent.emulation import DeviceEmulator
+from link.mqtt import TlsFiles
 from protocol import BrokerAddress, Topics
 
 from .errors import UsageError
@@ -44,6 +45,7 @@ class FleetRun:
     seed: int = 0
     heartbeat_s: float = 5.0
     report: Path | None = None
+    tls: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         require_absolute("shards_dir", self.shards_dir)
@@ -96,6 +98,7 @@ def build_agents(run: FleetRun) -> list[tuple[Agent, DeviceEmulator | None]]:
             device_class=cls,
             topics=run.topics,
             heartbeat_s=run.heartbeat_s,
+            tls=run.tls,
             profile=emulated_profile(device.emulation, run.time_scale)
             if run.emulate
             else device.emulation.model_dump(),

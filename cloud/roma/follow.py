@@ -15,7 +15,7 @@ import logging
 import os
 
 from link import Backoff, InboundGate
-from link.mqtt import MqttConnection, MqttSession
+from link.mqtt import MqttConnection, MqttSession, TlsFiles
 from protocol import Envelope, ModelRef, Topics, parse_broker_url
 
 from .errors import RomaError
@@ -29,7 +29,14 @@ _log = logging.getLogger(__name__)
 class ModelFollower:
     """``await follower.run()`` until cancelled; :attr:`installed` and :attr:`failed` count."""
 
-    def __init__(self, server: RomaServer, broker_url: str, *, topics: Topics | None = None):
+    def __init__(
+        self,
+        server: RomaServer,
+        broker_url: str,
+        *,
+        topics: Topics | None = None,
+        tls: TlsFiles | None = None,
+    ):
         self.server = server
         self.topics = topics or Topics()
         self.installed = 0
@@ -45,6 +52,7 @@ class ModelFollower:
             on_message=self.gate,
             on_connect=self._subscribe,
             backoff=Backoff(min_s=0.2, max_s=5.0),
+            tls=tls,
             name="roma follower",
         )
 
