@@ -54,7 +54,7 @@ PBKDF2_ITERATIONS = 101
 not what protects them; a low one keeps each CONNECT cheap for the broker."""
 
 
-def add_acl_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_acl_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "acl", help="write a Mosquitto password file, passwords and a per-agent topic ACL"
     )

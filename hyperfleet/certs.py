@@ -44,7 +44,7 @@ SERVICE_CLIENTS = ("coordinator", "roma", "monitor")
 """Client certificates made beside the agents' (CN = the name)."""
 
 
-def add_certs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_certs_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "certs",
         help="make a CA, broker/coordinator/agent certificates and the artifact signing key",

@@ -66,16 +66,14 @@ class RomaRunner:
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         self._tasks = [self._group.create_task(self.server.control_loop(), name="roma-control")]
-        if self.config.broker:
-            c = self.config
+        c = self.config
+        if c.broker:
             tls = (
                 TlsFiles(ca_file=c.tls_ca, cert_file=c.tls_cert, key_file=c.tls_key)
                 if parse_broker_url(c.broker).tls
                 else None
             )
-            self.follower = ModelFollower(
-                self.server, c.broker, topics=Topics(self.config.prefix), tls=tls
-            )
+            self.follower = ModelFollower(self.server, c.broker, topics=Topics(c.prefix), tls=tls)
             self._tasks.append(self._group.create_task(self.follower.run(), name="roma-follower"))
         _log.info("ROMA serving %d models on %s", len(self.server.entries), self.url)
         return self
