@@ -22,13 +22,15 @@ from support import CAPS, digits_split
 from agent.daemon import Agent, AgentSettings
 from agent.models import fetch_model
 from agent.numpy_trainer import NumpyTrainer
+from cloud.roma import RomaRunner, ServeConfig
 from coordinator.job import JobSpec
 from coordinator.mqtt_fleet import open_mqtt_fleet
 from coordinator.service import Coordinator, JobOutcome
 from link import IntegrityError, SignatureError
 from link.artifacts import ArtifactServer
+from link.mqtt import mqtt_client
 from link.signing import ArtifactSigner, ArtifactVerifier
-from protocol import ModelRef, Topics, encode_shard, parse_broker_url
+from protocol import ModelRef, Topics, encode, encode_shard, new_envelope, parse_broker_url
 
 AGENTS = ["edge-a", "edge-b"]
 PREFIX = "hf/v1"
@@ -70,7 +72,7 @@ def test_a_job_runs_through_the_secure_broker_and_its_model_is_signed(tmp_path: 
             _agent(b, a, NumpyTrainer(s), len(s)) for a, s in zip(AGENTS, shards, strict=True)
         ]
 
-        async def go() -> tuple[JobOutcome, dict[str, int]]:
+        async def go() -> tuple[JobOutcome, dict[str, int | str]]:
             async with asyncio.TaskGroup() as tg:
                 for agent in agents:
                     tg.create_task(agent.run())
@@ -91,11 +93,12 @@ def test_a_job_runs_through_the_secure_broker_and_its_model_is_signed(tmp_path: 
                         )  # fmt: skip
                         outcome = await coordinator.run()
                         assert outcome.model_ref is not None
+                        roma = await _roma_follows(b, outcome.model_ref, tmp_path)
                         results = await _agent_fetches(b, outcome.model_ref, tmp_path)
                 finally:
                     for agent in agents:
                         agent.stop()
-            return outcome, results
+            return outcome, {**results, **roma}
 
         (tmp_path / "out" / "model").mkdir(parents=True)
         outcome, fetched = asyncio.run(go())
@@ -105,7 +108,50 @@ def test_a_job_runs_through_the_secure_broker_and_its_model_is_signed(tmp_path: 
     assert ref is not None
     assert ref.signature is not None
     assert all(a.signature for a in ref.variants)
-    assert fetched == {"signed": 1, "tampered": 1, "unsigned": 1, "kept": 1}
+    assert fetched == {
+        "signed": 1, "tampered": 1, "unsigned": 1, "kept": 1,
+        "roma installed": 1, "roma refused": 1, "roma serving": "1",
+    }  # fmt: skip
+
+
+async def _roma_follows(b: SecureBroker, ref: ModelRef, tmp: Path) -> dict[str, int | str]:
+    """ROMA follows ``models/+/latest`` as user ``roma`` over TLS with the verify key: it
+    installs the signed model; an unsigned newer version (published with the coordinator's
+    stolen password) is refused and the signed one keeps serving."""
+    tls = b.tls("roma")
+    config = ServeConfig(
+        repository=tmp / "serving", port=0, broker=b.url("roma"), prefix=PREFIX,
+        tls_ca=tls.ca_file, tls_cert=tls.cert_file, tls_key=tls.key_file,
+        verify_key=b.certs / "signing.pub",
+    )  # fmt: skip
+    (tmp / "serving").mkdir()
+    async with RomaRunner(config) as runner:
+        follower = runner.follower
+        assert follower is not None
+        for _ in range(600):
+            if follower.installed or follower.failed:
+                break
+            await asyncio.sleep(0.1)
+        forged = dataclasses.replace(ref, version=ref.version + 1, signature=None, variants=())
+        async with mqtt_client(
+            parse_broker_url(b.url("coordinator")), identifier="thief", tls=b.tls("coordinator")
+        ) as thief:
+            await thief.publish(
+                Topics(PREFIX).model_latest(ref.name),
+                encode(new_envelope(forged, sender="coordinator")),
+                qos=1,
+                retain=True,
+            )
+        for _ in range(300):
+            if follower.failed:
+                break
+            await asyncio.sleep(0.1)
+        served = runner.server.entry(ref.name).served
+        return {
+            "roma installed": follower.installed,
+            "roma refused": follower.failed,
+            "roma serving": served.version if served is not None else "none",
+        }
 
 
 async def _agent_fetches(b: SecureBroker, ref: ModelRef, tmp: Path) -> dict[str, int]:
