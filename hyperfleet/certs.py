@@ -23,6 +23,7 @@ import argparse
 import datetime as dt
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -40,6 +41,7 @@ from .flags import absolute_path, config_ref
 
 __all__ = ["add_certs_parser", "agent_ids", "run_certs", "write_private"]
 
+_HOST = re.compile(r"[A-Za-z0-9*][A-Za-z0-9.\-]{0,252}|[0-9A-Fa-f:.]{2,45}")
 SERVICE_CLIENTS = ("coordinator", "roma", "monitor")
 """Client certificates made beside the agents' (CN = the name)."""
 
@@ -54,9 +56,10 @@ def add_certs_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--days", type=int, default=825, help="certificate validity (default 825)")
     p.add_argument(
         "--hosts",
-        default="",
-        help="more names/addresses of the broker, comma-separated (SANs beside localhost, "
-        "127.0.0.1)",
+        action="append",
+        default=[],
+        help="more names/addresses of the broker, comma-separated or repeated (SANs beside "
+        "localhost, 127.0.0.1)",
     )
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--log-level", default="WARNING")
@@ -211,7 +214,10 @@ def run_certs(args: argparse.Namespace) -> int:
     ids = agent_ids(args)
     if args.days < 1:
         raise UsageError("--days must be at least 1")
-    hosts = [h.strip() for h in str(args.hosts).split(",") if h.strip()]
+    hosts = [h.strip() for given in args.hosts for h in given.split(",") if h.strip()]
+    for host in hosts:
+        if not _HOST.fullmatch(host):
+            raise UsageError(f"--hosts: {host!r} is not a host name or IP address")
     out: Path = args.out
     clients = [*SERVICE_CLIENTS, *(f"agents/{a}" for a in ids)]
     names = ["ca", "broker", *clients]

@@ -140,7 +140,8 @@ def test_mosquitto_hash_matches_mosquitto_passwd() -> None:
 
 def test_certs_writes_the_file_contract_and_never_overwrites(tmp_path: Path) -> None:
     out = tmp_path / "pki"
-    args = ["certs", "--out", str(out), "--agents", "a1,a2", "--hosts", "broker.lan,10.1.2.3"]
+    args = ["certs", "--out", str(out), "--agents", "a1,a2", "--hosts", "broker.lan",
+            "--hosts", "10.1.2.3"]  # fmt: skip
     assert main(args) == 0
     expected = ["ca", "broker", "coordinator", "agents/a1", "agents/a2"]
     for stem in expected:
@@ -170,6 +171,9 @@ def test_certs_writes_the_file_contract_and_never_overwrites(tmp_path: Path) -> 
     assert (out / "ca.key").read_bytes() != before
     assert main(["certs", "--out", str(tmp_path / "x"), "--agents", "a1,a1"]) == EXIT_USAGE
     assert main(["certs", "--out", str(tmp_path / "x"), "--agents", "a/b"]) == EXIT_USAGE
+    bad_host = ["certs", "--out", str(tmp_path / "x"), "--agents", "a", "--hosts", "a b"]
+    assert main(bad_host) == EXIT_USAGE
+    assert not (tmp_path / "x").exists()
 
 
 def test_acl_confines_each_agent_and_keeps_passwords_private(tmp_path: Path) -> None:
