@@ -19,7 +19,16 @@ from hyperfleet.cli import main
 from hyperfleet.exits import EXIT_USAGE
 from link import ArtifactError, SignatureError
 from link.signing import ArtifactSigner, ArtifactVerifier, generate_signing_key
-from protocol import Artifact, ModelRef, decode, encode, new_envelope, parse_broker_url, redact_url
+from protocol import (
+    Artifact,
+    ModelRef,
+    Topics,
+    decode,
+    encode,
+    new_envelope,
+    parse_broker_url,
+    redact_url,
+)
 
 
 def _ref() -> ModelRef:
@@ -205,3 +214,34 @@ def test_acl_confines_each_agent_and_keeps_passwords_private(tmp_path: Path) -> 
     assert "pattern" not in (out / "acl").read_text()
     assert main(["acl", "--out", str(out), "--agents", "a1"]) == EXIT_USAGE
     assert main(["acl", "--out", str(tmp_path / "y"), "--agents", "roma"]) == EXIT_USAGE
+
+
+def test_the_coordinator_refuses_a_bad_signing_key_before_it_connects(tmp_path: Path) -> None:
+    import asyncio
+
+    from support import digits_split
+
+    from coordinator.job import JobSpec
+    from hyperfleet.commands import CoordinatorRun, run_coordinator
+    from protocol import encode_shard
+
+    _, holdout = digits_split(1)
+    (tmp_path / "holdout.npz").write_bytes(encode_shard(holdout))
+    (tmp_path / "bad.key").write_text("not a key")
+    spec = JobSpec.model_validate(
+        {
+            "job_id": "j",
+            "holdout": str(tmp_path / "holdout.npz"),
+            "constraints": {"target_accuracy": 0.9, "time_budget_s": 10},
+        }
+    )
+    run = CoordinatorRun(
+        spec=spec,
+        broker=parse_broker_url("mqtt://127.0.0.1:1"),  # never reached
+        topics=Topics(),
+        state_dir=tmp_path / "state",
+        out_dir=tmp_path / "out",
+        signing_key=tmp_path / "bad.key",
+    )
+    with pytest.raises(ArtifactError, match="not an unencrypted PEM private key"):
+        asyncio.run(run_coordinator(run))
