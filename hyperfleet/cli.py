@@ -179,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker",
         type=broker_url,
         default=None,
-        help="use this running broker instead of starting one (env HYPERFLEET_BROKER is not "
-        "read here; the children get the URL through it, not their command line)",
+        help="use this running broker instead of starting one (its URL reaches the processes "
+        "the demo starts on their command lines: a lab broker, not one with real passwords)",
     )
     add_tls_flags(p)
     p.add_argument("--time-scale", type=float, default=1.0, help="emulated durations x this")
