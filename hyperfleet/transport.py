@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from link.mqtt import TlsFiles
 from protocol import parse_broker_url
 
 from .errors import UsageError
 from .flags import absolute_path
+
+if TYPE_CHECKING:  # the parser is built for every command; the MQTT client only when used
+    from link.mqtt import TlsFiles
 
 __all__ = ["add_tls_flags", "add_verify_key_flag", "tls_env", "tls_files"]
 
@@ -83,6 +86,8 @@ def tls_files(args: argparse.Namespace, broker: str | None) -> TlsFiles | None:
             raise UsageError(f"--tls-{name} {path}: no such file")
     if all(v is None for v in files.values()):
         return None
+    from link.mqtt import TlsFiles
+
     return TlsFiles(ca_file=files["ca"], cert_file=files["cert"], key_file=files["key"])
 
 
