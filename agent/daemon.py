@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from link import AdmissionScope, Backoff, InboundGate, LinkError
-from link.mqtt import LastWill, MqttConnection, MqttSession
+from link.mqtt import LastWill, MqttConnection, MqttSession, TlsFiles
 from protocol import (
     BrokerAddress,
     DuplicateMessage,
@@ -75,6 +75,8 @@ class AgentSettings:
     accounted for by the emulator on top of this)."""
     profile: dict[str, float] = field(default_factory=dict)
     """Announced device facts (the device class's emulation table) that seed the coordinator."""
+    tls: TlsFiles | None = None
+    """CA bundle and client certificate for an ``mqtts://`` broker (``None``: system CAs)."""
 
 
 class UnexpectedMessage(ProtocolError):
@@ -178,6 +180,7 @@ class Agent:
             while_connected=self._while_connected,
             before_connect=self._emu.wait_online,
             backoff=Backoff(min_s=settings.reconnect_min_s, max_s=settings.reconnect_max_s),
+            tls=settings.tls,
             name=f"agent {self._id}",
         )
         self.connected = self._link.connected

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from link import AdmissionScope, Backoff, InboundGate, LinkError
-from link.mqtt import LastWill, MqttConnection, MqttSession
+from link.mqtt import LastWill, MqttConnection, MqttSession, TlsFiles
 from protocol import (
     BrokerAddress,
     Envelope,
@@ -78,6 +78,7 @@ class MqttFleet(Fleet):
         stale_after_s: float = 30.0,
         reconnect_max_s: float = 10.0,
         claim_wait_s: float = 1.0,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.broker = broker
         self.topics = topics
@@ -118,6 +119,7 @@ class MqttFleet(Fleet):
             will=self._will(None),
             backoff=Backoff(min_s=min(0.5, reconnect_max_s), max_s=reconnect_max_s),
             max_queued_outgoing=10_000,
+            tls=tls,
             name="coordinator",
         )
         self.connected = self._link.connected
@@ -427,12 +429,13 @@ async def open_mqtt_fleet(
     topics: Topics,
     job_id: str = "",
     connect_timeout_s: float = 30.0,
+    tls: TlsFiles | None = None,
     **kwargs: float,
 ) -> AsyncIterator[MqttFleet]:
     """Run an :class:`MqttFleet` for the duration of the ``async with`` block. With ``job_id``
     the fleet watches that job's retained state (for :meth:`MqttFleet.claim`) and carries a Last
-    Will on it."""
-    fleet = MqttFleet(broker=broker, topics=topics, job_id=job_id, **kwargs)  # type: ignore[arg-type]
+    Will on it. ``tls``: CA bundle and client certificate for an ``mqtts://`` broker."""
+    fleet = MqttFleet(broker=broker, topics=topics, job_id=job_id, tls=tls, **kwargs)  # type: ignore[arg-type]
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(fleet.run(), name="mqtt-fleet")
         try:

@@ -65,6 +65,7 @@ class Coordinator:
         strategy: Strategy | None = None,
         on_round: Callable[[JobState], None] | None = None,
         artifact_base_url: str | None = None,
+        sign_ref: Callable[[ModelRef], ModelRef] | None = None,
     ) -> None:
         self.spec = spec
         self.fleet = fleet
@@ -80,6 +81,9 @@ class Coordinator:
         self.artifact_base_url = artifact_base_url
         """Where ``out_dir/model`` is served over HTTP (``http://host:port``); the published
         ``ModelRef`` names its files there. ``None``: ``file://`` URLs (this machine only)."""
+        self.sign_ref = sign_ref
+        """Signs every artifact of the exported model's ``ModelRef`` before it is published
+        (:meth:`link.signing.ArtifactSigner.sign_ref`); ``None``: published unsigned."""
         self.epoch = 0
         """This run's ownership epoch of the job (set when the job starts)."""
         self._clock_base = 0.0
@@ -299,6 +303,8 @@ class Coordinator:
             base_url=self.artifact_base_url,
             normalization=self.normalization,
         )
+        if self.sign_ref is not None:
+            ref = self.sign_ref(ref)
         try:
             await self.fleet.publish_model(ref)
         except LinkError as exc:

@@ -1,4 +1,4 @@
-"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | serve | loadgen | spark | watch | monitor``.
+"""The one CLI: ``hyperfleet broker | agent | agents | coordinator | demo | serve | loadgen | spark | watch | monitor | certs | acl``.
 
 Each command builds its settings object here, from flags and ``HYPERFLEET_*`` environment
 variables, configures logging, and hands over to library code that takes keyword arguments.
@@ -23,6 +23,7 @@ from protocol import Topics, parse_broker_url
 
 from .exits import EXIT_OK, EXIT_USAGE, exit_status
 from .flags import absolute_path, broker_url, config_ref, port, topic_prefix
+from .transport import add_tls_flags, add_verify_key_flag
 
 __all__ = ["build_parser", "main"]
 
@@ -47,8 +48,10 @@ def _common(p: argparse.ArgumentParser, *, broker: bool = True) -> None:
             "--broker",
             type=broker_url,
             default=_env("BROKER", "mqtt://127.0.0.1:1883"),
-            help="broker URL mqtt://[user:pass@]host:port (env HYPERFLEET_BROKER)",
+            help="broker URL mqtt[s]://[user:pass@]host:port (env HYPERFLEET_BROKER, which keeps "
+            "a password off the command line)",
         )
+        add_tls_flags(p)
     p.add_argument(
         "--prefix",
         type=topic_prefix,
@@ -153,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="keep serving the model this long after the job ends, so subscribers can fetch it",
     )
+    p.add_argument(
+        "--signing-key",
+        type=absolute_path,
+        default=os.environ.get("HYPERFLEET_SIGNING_KEY"),
+        metavar="FILE",
+        help="Ed25519 private key (signing.key of `hyperfleet certs`): sign every exported "
+        "artifact in the published ModelRef (env HYPERFLEET_SIGNING_KEY)",
+    )
     _common(p)
 
     p = sub.add_parser(
@@ -187,8 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker",
         type=broker_url,
         default=None,
-        help="use this running broker instead of starting one",
+        help="use this running broker instead of starting one (its URL reaches the processes "
+        "the demo starts on their command lines: a lab broker, not one with real passwords)",
     )
+    add_tls_flags(p)
     p.add_argument("--time-scale", type=float, default=1.0, help="emulated durations x this")
     p.add_argument("--planner", choices=["uniform", "hyperfl"], default=None)
     p.add_argument("--participants", type=int, default=10, help="first rounds' participants")
@@ -232,8 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--token",
         default=os.environ.get("HYPERFLEET_ROMA_TOKEN"),
-        help="bearer token for the repository load/unload endpoints (env HYPERFLEET_ROMA_TOKEN)",
+        help="bearer token for the repository endpoints (env HYPERFLEET_ROMA_TOKEN; prefer "
+        "--admin-token-file, which keeps it out of the process list)",
     )
+    p.add_argument(
+        "--admin-token-file",
+        type=absolute_path,
+        default=os.environ.get("HYPERFLEET_ROMA_TOKEN_FILE"),
+        metavar="FILE",
+        help="file holding the bearer token that the repository endpoints (index, load, unload) "
+        "require; 401 without it (env HYPERFLEET_ROMA_TOKEN_FILE)",
+    )
+    add_tls_flags(p)
+    add_verify_key_flag(p, who="hot reload")
     p.add_argument(
         "--fake-gpu", action="store_true", help="one CPU worker per model plays the node's GPU"
     )
@@ -268,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .monitor import add_monitor_parser
 
     add_monitor_parser(sub)
+
+    from .certs import add_certs_parser
+
+    add_certs_parser(sub)
+
+    from .acl import add_acl_parser
+
+    add_acl_parser(sub)
 
     p = sub.add_parser("watch", help="print decoded messages from the topic tree")
     p.add_argument("--count", type=int, default=0, help="stop after this many messages (0: never)")
@@ -373,7 +405,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_monitor(args)
     if args.command == "watch":
         from .commands import run_watch
+        from .transport import tls_files
 
         broker = parse_broker_url(args.broker)
-        return _run_until_signal(lambda: run_watch(broker, Topics(args.prefix), args.count))
+        tls = tls_files(args, args.broker)
+        return _run_until_signal(
+            lambda: run_watch(broker, Topics(args.prefix), args.count, tls=tls)
+        )
+    if args.command == "certs":
+        from .certs import run_certs
+
+        return run_certs(args)
+    if args.command == "acl":
+        from .acl import run_acl
+
+        return run_acl(args)
     raise AssertionError(f"unhandled command {args.command}")

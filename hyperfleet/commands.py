@@ -25,7 +25,7 @@ from coordinator.job import JobSpec, load_job
 from coordinator.mqtt_fleet import open_mqtt_fleet
 from coordinator.service import Coordinator, JobOutcome
 from link.artifacts import ArtifactServer
-from link.mqtt import MqttConnection, MqttSession
+from link.mqtt import MqttConnection, MqttSession, TlsFiles
 from protocol import (
     BrokerAddress,
     ProtocolError,
@@ -41,6 +41,7 @@ from .exits import EXIT_NOT_REACHED, EXIT_OK
 from .flags import require_absolute
 from .fleetrun import FleetRun, emulated_profile
 from .output import dump_json
+from .transport import tls_files
 
 __all__ = [
     "AgentRun",
@@ -100,6 +101,7 @@ def agent_settings(args: argparse.Namespace) -> AgentRun:
             profile=emulated_profile(device.emulation, args.time_scale, wire_bytes)
             if args.emulate
             else device.emulation.announced(),
+            tls=tls_files(args, args.broker),
         ),
         device=device,
         shard=read_shard(args.data),
@@ -131,6 +133,7 @@ def fleet_settings(args: argparse.Namespace) -> FleetRun:
         seed=args.seed,
         heartbeat_s=args.heartbeat_s,
         report=args.report,
+        tls=tls_files(args, args.broker),
     )
 
 
@@ -166,6 +169,9 @@ class CoordinatorRun:
     artifacts_port: int = 0
     advertise_url: str | None = None
     linger_s: float = 60.0
+    tls: TlsFiles | None = None
+    signing_key: Path | None = None
+    """Ed25519 private key (PEM) that signs the published model's artifacts."""
 
     def __post_init__(self) -> None:
         require_absolute("state_dir", self.state_dir)
@@ -186,6 +192,8 @@ def coordinator_settings(args: argparse.Namespace) -> CoordinatorRun:
         artifacts_port=args.artifacts_port,
         advertise_url=args.advertise_url,
         linger_s=args.linger_s,
+        tls=tls_files(args, args.broker),
+        signing_key=args.signing_key,
     )
 
 
@@ -223,6 +231,11 @@ async def run_coordinator(run: CoordinatorRun) -> int:
     # Before anything connects: a job file edited since its state was saved fails here, by key.
     CheckpointStore(run.state_dir).check_spec(run.spec.job_id, run.spec.model_dump(mode="json"))
     holdout = read_shard(run.spec.holdout)
+    sign_ref = None
+    if run.signing_key is not None:
+        from link.signing import ArtifactSigner
+
+        sign_ref = ArtifactSigner.load(run.signing_key).sign_ref  # a bad key fails here, early
     model_dir = run.out_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     # The exported model is served over HTTP from before the job starts (a bind failure stops
@@ -232,7 +245,7 @@ async def run_coordinator(run: CoordinatorRun) -> int:
         _log.info("serving exported models from %s at %s", model_dir, base_url)
         try:
             async with open_mqtt_fleet(
-                broker=run.broker, topics=run.topics, job_id=run.spec.job_id
+                broker=run.broker, topics=run.topics, job_id=run.spec.job_id, tls=run.tls
             ) as fleet:
                 coordinator = Coordinator(
                     spec=run.spec,
@@ -241,6 +254,7 @@ async def run_coordinator(run: CoordinatorRun) -> int:
                     state_dir=run.state_dir,
                     out_dir=run.out_dir,
                     artifact_base_url=base_url,
+                    sign_ref=sign_ref,
                 )
                 outcome = await coordinator.run()
         except TimeoutError as exc:
@@ -280,9 +294,11 @@ def run_broker(*, port: int, bind: str, embedded: bool, persist: Path | None = N
     return 0
 
 
-async def run_watch(broker: BrokerAddress, topics: Topics, count: int) -> int:
+async def run_watch(
+    broker: BrokerAddress, topics: Topics, count: int, *, tls: TlsFiles | None = None
+) -> int:
     """Print every message under the prefix (``count`` of them, 0: until stopped); rides out
-    broker outages."""
+    broker outages. ``tls``: CA bundle and client certificate for an ``mqtts://`` broker."""
     seen = 0
     enough = asyncio.Event()
 
@@ -314,6 +330,7 @@ async def run_watch(broker: BrokerAddress, topics: Topics, count: int) -> int:
         identifier=f"hf-watch-{time.time_ns() % 10**8}",
         on_message=on_message,
         on_connect=subscribe,
+        tls=tls,
         name="watch",
     )
     async with asyncio.TaskGroup() as tg:

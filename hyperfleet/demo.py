@@ -27,8 +27,8 @@ import numpy as np
 
 from agent.device_class import load_fleet
 from link import Backoff, read_shard
-from link.mqtt import MqttConnection, MqttSession
-from protocol import JobState, ProtocolError, Topics, decode, parse_broker_url
+from link.mqtt import MqttConnection, MqttSession, TlsFiles
+from protocol import JobState, ProtocolError, Topics, decode, parse_broker_url, redact_url
 
 from .broker import start_broker
 from .demo_data import prepare_demo_data
@@ -39,6 +39,7 @@ from .flags import require_absolute
 from .output import dump_json
 from .progress import ProgressPrinter
 from .summary import demo_summary, plot_accuracy
+from .transport import tls_env, tls_files
 
 __all__ = ["DemoSettings", "run_demo"]
 
@@ -77,6 +78,9 @@ class DemoSettings:
     data: str = "spark"
     """``spark``: the preparation pipeline on Spark under :attr:`prep_deadline_s`; ``numpy``."""
     prep_deadline_s: float = 120.0
+    tls: TlsFiles | None = None
+    """CA bundle and client certificate for an ``mqtts://`` ``broker``; the processes the demo
+    starts get them as ``HYPERFLEET_TLS_*``."""
 
     def __post_init__(self) -> None:
         require_absolute("out", self.out)
@@ -123,6 +127,7 @@ class DemoSettings:
             participants=args.participants,
             data=args.data,
             prep_deadline_s=args.prep_deadline,
+            tls=tls_files(args, args.broker),
         )
 
 
@@ -184,9 +189,12 @@ def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _spawn(
-    args: list[str], log: Path, procs: list[subprocess.Popen[bytes]]
+    args: list[str],
+    log: Path,
+    procs: list[subprocess.Popen[bytes]],
+    tls: TlsFiles | None = None,
 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **tls_env(tls)}
     with log.open("wb") as f:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hyperfleet", *args], stdout=f, stderr=subprocess.STDOUT, env=env
@@ -196,7 +204,12 @@ def _spawn(
 
 
 async def _follow(
-    broker_url: str, topics: Topics, job_id: str, states: list[tuple[float, JobState]], t0: float
+    broker_url: str,
+    topics: Topics,
+    job_id: str,
+    states: list[tuple[float, JobState]],
+    t0: float,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Print each new round of the job, once, as the coordinator publishes it. A monitor: it
     rides out broker outages (reconnecting with backoff) and never ends the job it watches."""
@@ -225,6 +238,7 @@ async def _follow(
         on_message=on_message,
         on_connect=subscribe,
         backoff=Backoff(min_s=0.2, max_s=2.0),
+        tls=tls,
         name="demo monitor",
     )
     await session.run()
@@ -295,7 +309,7 @@ async def run_demo(s: DemoSettings) -> int:
         else:
             parse_broker_url(s.broker)
             broker_url, broker_kind = s.broker, "external"
-        print(f"broker: {broker_kind} at {broker_url}", flush=True)
+        print(f"broker: {broker_kind} at {redact_url(broker_url)}", flush=True)
         procs = stack.enter_context(_processes())
         common = ["--broker", broker_url, "--prefix", s.prefix, "--log-level", "INFO"]
         if fleet is not None:
@@ -309,13 +323,13 @@ async def run_demo(s: DemoSettings) -> int:
             fleet_args += ["--emulate", "--time-scale", str(s.time_scale), "--seed", str(s.seed)]
             fleet_args += ["--runtime", "numpy" if s.runtime == "auto" else s.runtime]
             fleet_args += ["--report", str(out / "fidelity.json")]
-            _spawn([*fleet_args, *common], out / "logs" / "agents.log", procs)
+            _spawn([*fleet_args, *common], out / "logs" / "agents.log", procs, s.tls)
         else:
             for i, shard in enumerate(layout.shards):
                 device = DEMO_CLASSES[i % len(DEMO_CLASSES)]
                 agent_args = ["agent", "--id", f"agent-{i:03d}", "--data", str(shard)]
                 agent_args += ["--device-class", device, "--runtime", s.runtime]
-                _spawn([*agent_args, *common], out / "logs" / f"agent-{i:03d}.log", procs)
+                _spawn([*agent_args, *common], out / "logs" / f"agent-{i:03d}.log", procs, s.tls)
         roma_port = free_port()
         roma_url = f"http://127.0.0.1:{roma_port}"
         _spawn(
@@ -323,6 +337,7 @@ async def run_demo(s: DemoSettings) -> int:
                       broker_url=broker_url, prefix=s.prefix),
             out / "logs" / "roma.log",
             procs,
+            s.tls,
         )  # fmt: skip
         coordinator = _spawn(
             [
@@ -339,6 +354,7 @@ async def run_demo(s: DemoSettings) -> int:
             ],
             out / "logs" / "coordinator.log",
             procs,
+            s.tls,
         )
         print(
             f"started {agents} agents and a coordinator ({s.planner} planner); target {s.target_accuracy} within "
@@ -347,7 +363,7 @@ async def run_demo(s: DemoSettings) -> int:
         )
         states: list[tuple[float, JobState]] = []
         async with asyncio.TaskGroup() as tg:
-            follower = tg.create_task(_follow(broker_url, topics, "digits-demo", states, t0))
+            follower = tg.create_task(_follow(broker_url, topics, "digits-demo", states, t0, s.tls))
             # The job's seconds are device-seconds of an emulated fleet: wall = x time scale.
             wall_budget = s.time_budget_s * (s.time_scale if fleet is not None else 1.0)
             hard_limit = wall_budget + 180  # start-up, export and slack; never wait forever

@@ -22,6 +22,7 @@ from agent.app import RuntimeChoice, create_agent, read_shard
 from agent.daemon import Agent, AgentSettings
 from agent.device_class import DeviceClass, Emulation, FleetSpec, load_device_class
 from agent.emulation import DeviceEmulator
+from link.mqtt import TlsFiles
 from protocol import BrokerAddress, Topics
 
 from .errors import UsageError
@@ -46,6 +47,7 @@ class FleetRun:
     report: Path | None = None
     model_wire_bytes: int | None = None
     """Emulated model size on every link, bytes; ``None``: the fleet file's, else the real size."""
+    tls: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         require_absolute("shards_dir", self.shards_dir)
@@ -99,6 +101,7 @@ def build_agents(run: FleetRun) -> list[tuple[Agent, DeviceEmulator | None]]:
             device_class=cls,
             topics=run.topics,
             heartbeat_s=run.heartbeat_s,
+            tls=run.tls,
             profile=emulated_profile(spec, run.time_scale, wire_bytes)
             if run.emulate
             else spec.announced(),

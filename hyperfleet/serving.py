@@ -17,6 +17,7 @@ from cloud.roma.loadgen import Step, load_samples, parse_steps, run_load
 from .errors import UsageError
 from .exits import EXIT_OK
 from .output import dump_json
+from .transport import tls_files
 
 __all__ = ["LoadgenRun", "loadgen_settings", "run_loadgen", "run_serve", "serve_settings"]
 
@@ -24,7 +25,24 @@ _log = logging.getLogger("hyperfleet.serve")
 
 
 def serve_settings(args: argparse.Namespace) -> ServeConfig:
-    """The server's one settings object: the ``--config`` file, flags given on top."""
+    """The server's one settings object: the ``--config`` file, flags given on top.
+
+    Raises:
+        UsageError: ``--admin-token-file`` unreadable or empty, or it and ``--token`` both
+            given; a TLS flag with a plain broker (see :func:`.transport.tls_files`).
+        ServeConfigError: a bad config file or value.
+    """
+    token = args.token
+    if args.admin_token_file is not None:
+        if token is not None:
+            raise UsageError("give --token or --admin-token-file, not both")
+        try:
+            token = Path(args.admin_token_file).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"--admin-token-file: {exc}") from exc
+        if not token:
+            raise UsageError(f"--admin-token-file {args.admin_token_file} is empty")
+    tls = tls_files(args, args.broker)
     return load_serve_config(
         args.config,
         repository=args.repository,
@@ -33,8 +51,12 @@ def serve_settings(args: argparse.Namespace) -> ServeConfig:
         broker=args.broker,
         prefix=args.prefix,
         cores=args.cores,
-        token=args.token,
+        token=token,
         fake_gpu=args.fake_gpu or None,
+        tls_ca=tls.ca_file if tls else None,
+        tls_cert=tls.cert_file if tls else None,
+        tls_key=tls.key_file if tls else None,
+        verify_key=args.verify_key,
     )
 
 

@@ -10,6 +10,8 @@ modules of their own, so a process pays only for the client it uses:
   session, and :func:`~link.mqtt.mqtt_client` for one-shot tools.
 - :mod:`link.artifacts` (needs ``aiohttp``): :class:`~link.artifacts.ArtifactServer` and
   :func:`~link.artifacts.fetch_artifact`.
+- :mod:`link.signing` (needs ``cryptography``): Ed25519 artifact signatures, :class:`~link.signing.ArtifactSigner` and
+  :class:`~link.signing.ArtifactVerifier`.
 """
 
 from ._backoff import Backoff
@@ -21,6 +23,7 @@ from ._errors import (
     LinkError,
     PublishTimeout,
     ShardError,
+    SignatureError,
 )
 from ._files import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ._gate import AdmissionScope, InboundGate, SpoofedSender
@@ -37,6 +40,7 @@ __all__ = [
     "LinkError",
     "PublishTimeout",
     "ShardError",
+    "SignatureError",
     "SpoofedSender",
     "atomic_write",
     "atomic_write_bytes",

@@ -11,6 +11,8 @@ Each class also subclasses the built-in it refines, so ``except TimeoutError`` s
     ├── ShardError                               a shard file that is missing or not a shard
     └── ArtifactError                            an artifact that cannot be fetched or served
         └── IntegrityError                       fetched bytes differ from the announced size/sha256
+            └── SignatureError                   unsigned, or signed by another key, when a
+                                                 verify key is configured
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "LinkError",
     "PublishTimeout",
     "ShardError",
+    "SignatureError",
 ]
 
 
@@ -52,3 +55,7 @@ class ArtifactError(LinkError):
 
 class IntegrityError(ArtifactError):
     """Fetched bytes whose size or sha256 differ from what the reference announced."""
+
+
+class SignatureError(IntegrityError):
+    """An artifact whose signature is missing or does not verify with the configured key."""

@@ -13,7 +13,7 @@ from ._bounds import (
     check_bounds,
     check_update_norm,
 )
-from ._broker import BrokerAddress, parse_broker_url
+from ._broker import BrokerAddress, parse_broker_url, redact_url
 from ._codec import ALIGN, DEFAULT_LIMITS, PROTOCOL_VERSION, Limits, decode, encode, new_envelope
 from ._errors import (
     DuplicateMessage,
@@ -49,11 +49,13 @@ from ._messages import (
     Weights,
 )
 from ._shard import Shard, decode_shard, encode_shard
+from ._signing import ARTIFACT_STATEMENT_TAG, artifact_statement, sign_model_ref
 from ._topics import AGENT_ID_PATTERN, Topics, check_agent_id
 
 __all__ = [
     "AGENT_ID_PATTERN",
     "ALIGN",
+    "ARTIFACT_STATEMENT_TAG",
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_UPDATE_NORM_RATIO",
     "ENVELOPE_BOUNDS",
@@ -95,6 +97,7 @@ __all__ = [
     "UnknownMessageType",
     "UnsupportedVersion",
     "Weights",
+    "artifact_statement",
     "check_agent_id",
     "check_bounds",
     "check_update_norm",
@@ -105,4 +108,6 @@ __all__ = [
     "encode_shard",
     "new_envelope",
     "parse_broker_url",
+    "redact_url",
+    "sign_model_ref",
 ]

@@ -421,11 +421,26 @@ def _codecs(cls: type) -> tuple[tuple[str, _Enc, _Dec, bool], ...]:
 
 
 @cache
+def _omitted_when_none(cls: type) -> frozenset[str]:
+    """Fields whose default is ``None``: left out of the frame while ``None``, so a field added
+    later (``ModelRef.signature``) costs nothing and older receivers, which refuse unknown
+    fields, still read the frames of newer senders that do not use it."""
+    return frozenset(f.name for f in fields(cls) if f.default is None)
+
+
+@cache
 def _encoder(cls: type) -> _Enc:
     codecs = _codecs(cls)
+    omitted = _omitted_when_none(cls)
 
     def enc(obj: Any, w: _Writer) -> dict[str, Any]:
-        return {name: e(getattr(obj, name), w) for name, e, _, _ in codecs}
+        out = {}
+        for name, e, _, _ in codecs:
+            value = getattr(obj, name)
+            if value is None and name in omitted:
+                continue
+            out[name] = e(value, w)
+        return out
 
     return enc
 

@@ -170,6 +170,9 @@ class Artifact:
     url: str
     sha256: str
     size_bytes: int
+    signature: str | None = None
+    """Ed25519 signature (base64) by the coordinator's signing key over
+    :func:`~protocol.artifact_statement` of this file; ``None``: unsigned."""
 
 
 @_record
@@ -208,11 +211,17 @@ class ModelRef(Message):
     variants: tuple[Artifact, ...] = ()
     normalization: Normalization | None = None
     """How inputs were normalised in training (from the data pipeline), for serving."""
+    signature: str | None = None
+    """The primary file's signature (see :attr:`Artifact.signature`); ``None``: unsigned."""
 
     def artifacts(self) -> tuple[Artifact, ...]:
         """Every file of the model: the primary first, then the variants."""
         primary = Artifact(
-            format=self.format, url=self.url, sha256=self.sha256, size_bytes=self.size_bytes
+            format=self.format,
+            url=self.url,
+            sha256=self.sha256,
+            size_bytes=self.size_bytes,
+            signature=self.signature,
         )
         return (primary, *self.variants)
 

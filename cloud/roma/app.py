@@ -8,7 +8,8 @@
     GET  /v2/models/{m}[/versions/{v}]/ready
     POST /v2/models/{m}[/versions/{v}]/infer         JSON tensors or the binary data extension
     GET  /v2/models/{m}/stats                        SLA, window percentile, counts, cores, decisions
-    POST /v2/repository/index                        models and their states
+    POST /v2/repository/index                        models and their states (with a token:
+                                                     Authorization: Bearer <token>)
     POST /v2/repository/models/{m}/load | unload     Authorization: Bearer <token>
     GET  /metrics                                    Prometheus text format
 
@@ -328,6 +329,7 @@ def _authorise(request: web.Request) -> None:
         raise Unauthorized("repository control is off: the server was started without --token")
     given = request.headers.get("Authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        _log.warning("refused repository control from %s: bad or no bearer token", request.remote)
         raise Unauthorized("repository control needs Authorization: Bearer <token>")
 
 
@@ -362,6 +364,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 async def repository_index(request: web.Request) -> web.Response:
     server = _server(request)
+    if server.config.token is not None:
+        _authorise(request)
     rows = []
     for name in sorted(set(server.repository.models()) | set(server.entries)):
         entry = server.entries.get(name)

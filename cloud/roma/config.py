@@ -134,16 +134,27 @@ class ServeConfig(_Strict):
     repository: Path
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    broker: str | None = None
-    """``mqtt://host:port``: follow ``models/+/latest`` and hot-reload what is published."""
+    broker: str | None = Field(default=None, repr=False)  # may hold a password
+    """``mqtt[s]://[user:password@]host:port``: follow ``models/+/latest`` and hot-reload what
+    is published."""
+    tls_ca: Path | None = None
+    """CA bundle (PEM) an ``mqtts://`` broker's certificate must chain to (default: the
+    system's)."""
+    tls_cert: Path | None = None
+    """Client certificate (PEM) for brokers that require one, with :attr:`tls_key`."""
+    tls_key: Path | None = None
+    verify_key: Path | None = None
+    """Ed25519 public key (PEM): a published model is installed only when every artifact of its
+    ``ModelRef`` carries a signature of this key (:mod:`link.signing`); ``None``: unchecked."""
     prefix: str = "hf/v1"
     """The topic prefix the coordinator publishes under."""
     stats_period_s: float = Field(default=5.0, gt=0, le=3600)
     """With a broker: publish each model's serving stats (retained ``serving/{model}/stats``,
     for ``hyperfleet monitor``) this often."""
     token: str | None = Field(default=None, repr=False)
-    """Required (``Authorization: Bearer …``) by the repository's load and unload endpoints;
-    without one they are refused."""
+    """Required (``Authorization: Bearer …``, compared in constant time) by the repository
+    endpoints (index, load, unload); without one, load and unload are refused and the index is
+    open. Inference and health stay open."""
     cores: float | None = Field(default=None, gt=0)
     """Cores the models may share on this node (default: the CPUs this process may use)."""
     max_body_bytes: int = Field(default=16 << 20, ge=1024, le=1 << 31)

@@ -23,7 +23,7 @@ import os
 import time
 
 from link import Backoff, InboundGate, LinkError
-from link.mqtt import MqttConnection, MqttSession
+from link.mqtt import MqttConnection, MqttSession, TlsFiles
 from protocol import (
     Envelope,
     InvalidTopic,
@@ -52,6 +52,7 @@ class ModelFollower:
         *,
         topics: Topics | None = None,
         stats_period_s: float = 5.0,
+        tls: TlsFiles | None = None,
     ):
         self.server = server
         self.topics = topics or Topics()
@@ -72,6 +73,7 @@ class ModelFollower:
             on_message=self.gate,
             on_connect=self._subscribe,
             backoff=Backoff(min_s=0.2, max_s=5.0),
+            tls=tls,
             name="roma follower",
         )
 

@@ -20,7 +20,8 @@ from typing import Self
 
 from aiohttp import web
 
-from protocol import Topics
+from link.mqtt import TlsFiles
+from protocol import Topics, parse_broker_url
 
 from .app import make_app
 from .config import ServeConfig
@@ -65,12 +66,19 @@ class RomaRunner:
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         self._tasks = [self._group.create_task(self.server.control_loop(), name="roma-control")]
-        if self.config.broker:
+        c = self.config
+        if c.broker:
+            tls = (
+                TlsFiles(ca_file=c.tls_ca, cert_file=c.tls_cert, key_file=c.tls_key)
+                if parse_broker_url(c.broker).tls
+                else None
+            )
             self.follower = ModelFollower(
                 self.server,
-                self.config.broker,
-                topics=Topics(self.config.prefix),
-                stats_period_s=self.config.stats_period_s,
+                c.broker,
+                topics=Topics(c.prefix),
+                stats_period_s=c.stats_period_s,
+                tls=tls,
             )
             self._tasks.append(self._group.create_task(self.follower.run(), name="roma-follower"))
         _log.info("ROMA serving %d models on %s", len(self.server.entries), self.url)

@@ -8,8 +8,9 @@
     ├── load(m, version)   start and warm the new version's workers, then swap atomically; the
     │                      old version drains and stops; a failed load keeps the old one serving
     ├── unload(m)
-    ├── install(ref)       a ModelRef from the broker: fetch every artifact over HTTP (size and
-    │                      sha256 verified), install it as a new version, load it
+    ├── install(ref)       a ModelRef from the broker: with a verify key, every artifact's
+    │                      signature checked first (link.signing); fetch each over HTTP (size
+    │                      and sha256 verified), install it as a new version, load it
     └── control_loop()     every period: window response time → PI controller per model →
                            contention normalisation → active workers + CPU quota; each decision
                            logged and kept for ``/v2/models/{m}/stats``
@@ -31,12 +32,19 @@ from typing import Any
 
 from link import ArtifactError, LinkError, atomic_write_json
 from link.artifacts import fetch_artifact
+from link.signing import ArtifactVerifier
 from protocol import ModelRef, ServingStats
 
 from .cgroup import CgroupUnavailable, CpuGroups
 from .config import ModelConfig, ServeConfig
 from .controller import ControllerSettings, CoreController, allocate
-from .errors import ModelNotFound, ModelUnavailable, RepositoryError, RomaError
+from .errors import (
+    ModelNotFound,
+    ModelUnavailable,
+    RepositoryError,
+    RomaError,
+    ServeConfigError,
+)
 from .gpu import GpuArbiter, gpu_present
 from .metrics import ServerMetrics
 from .repository import NORMALIZATION_FILE, ModelRepository
@@ -75,7 +83,16 @@ def available_cores() -> float:
 
 class RomaServer:
     def __init__(self, config: ServeConfig) -> None:
+        """Raises :class:`ServeConfigError` when ``config.verify_key`` is not an Ed25519 public
+        key file."""
         self.config = config
+        self.verifier: ArtifactVerifier | None = None
+        """Checks the signatures of published models before they are fetched (``verify_key``)."""
+        if config.verify_key is not None:
+            try:
+                self.verifier = ArtifactVerifier.load(config.verify_key)
+            except ArtifactError as exc:
+                raise ServeConfigError(f"verify_key: {exc}") from exc
         self.repository = ModelRepository(config.repository, default_config=config.default_model)
         self.metrics = ServerMetrics()
         self.capacity = config.cores or available_cores()
@@ -222,6 +239,8 @@ class RomaServer:
         staging = self.repository.staging_dir(ref.name)
         files: dict[str, Path] = {}
         try:
+            if self.verifier is not None:
+                self.verifier.check_all(ref)  # before a byte is fetched
             for artifact in _artifacts(ref):
                 dest_name = _REF_FILES.get(artifact[0])
                 if dest_name is None:

@@ -187,6 +187,8 @@ def test_repository_control_needs_the_token_and_rolls_back(
         async with s.get(f"{runner.url}/v2/models/digits/ready") as response:
             assert response.status == 400
         async with s.post(f"{runner.url}/v2/repository/index") as response:
+            assert response.status == 401  # with a token configured, the index needs it too
+        async with s.post(f"{runner.url}/v2/repository/index", headers=auth) as response:
             index = await response.json()
         assert index == [
             {"name": "digits", "version": None, "state": "UNAVAILABLE", "reason": "unloaded"}
