@@ -17,7 +17,7 @@ agent ``a``    write ``agents/a/{status,hello,heartbeat,results}`` (not ``agents
                under its id), ``jobs/+/state``, ``models/+/latest``
 coordinator    read ``agents/+/{status,hello,heartbeat,results}``; write ``agents/+/inbox``;
                read and write ``jobs/+/state`` and ``models/+/latest``
-roma           read ``models/+/latest``; read and write ``serving/roma/#`` (its own topics)
+roma           read ``models/+/latest``; read and write ``serving/+/stats`` (its ServingStats)
 monitor        read everything under the prefix
 =============  ===========================================================================
 
@@ -101,7 +101,7 @@ def acl_text(
         "",
         f"user {roma}",
         f"topic read {p}/models/+/latest",
-        f"topic readwrite {p}/serving/{roma}/#",
+        f"topic readwrite {topics.all_serving_stats()}",
         "",
         f"user {monitor}",
         f"topic read {p}/#",

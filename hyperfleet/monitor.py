@@ -33,9 +33,10 @@ from protocol import BrokerAddress, Topics, parse_broker_url
 from .errors import UsageError
 from .exits import EXIT_OK
 from .fleet_view import FleetView
+from .transport import add_tls_flags, tls_files
 
 if TYPE_CHECKING:
-    from link.mqtt import MqttConnection, MqttSession
+    from link.mqtt import MqttConnection, MqttSession, TlsFiles
 
 __all__ = ["MonitorSettings", "add_monitor_parser", "run_monitor"]
 
@@ -50,6 +51,7 @@ class MonitorSettings:
     topics: Topics
     json: bool = False
     duration_s: float | None = None
+    tls: TlsFiles | None = None
 
 
 def add_monitor_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -77,6 +79,7 @@ def add_monitor_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
         "--json", action="store_true", help="one JSON line per message on stdout, no screen"
     )
     p.add_argument("--duration", type=_seconds, default=None, help="stop after this many seconds")
+    add_tls_flags(p)
     p.add_argument("--log-level", default=os.environ.get("HYPERFLEET_LOG_LEVEL", "WARNING"))
 
 
@@ -97,6 +100,7 @@ def run_monitor(args: argparse.Namespace) -> int:
         topics=Topics(args.prefix),
         json=args.json,
         duration_s=args.duration,
+        tls=tls_files(args, args.broker),
     )
 
     async def runner() -> int:
@@ -154,6 +158,7 @@ async def monitor(settings: MonitorSettings) -> None:
         identifier=f"hf-monitor-{os.getpid()}-{time.time_ns() % 10**6}",
         on_message=on_message,
         on_connect=subscribe,
+        tls=settings.tls,
         name="monitor",
     )
     with contextlib.suppress(TimeoutError):

@@ -165,3 +165,25 @@ def test_the_coordinator_and_roma_get_what_they_need(broker: SecureBroker) -> No
     coordinator_got, roma_got = asyncio.run(go())
     assert coordinator_got == [(T.results("a2"), b"res")]
     assert roma_got == [(T.model_latest("digits"), b"ref")]
+
+
+def test_roma_publishes_its_serving_stats_and_a_monitor_reads_them(broker: SecureBroker) -> None:
+    async def go() -> list[tuple[str, bytes]]:
+        got: list[tuple[str, bytes]] = []
+        async with _client(broker, "monitor") as monitor:
+            await monitor.subscribe("hf/v1/serving/#", qos=1)
+            reader = asyncio.create_task(_collect(monitor, got))
+            try:
+                async with _client(broker, "roma") as roma, _client(broker, "a1") as a1:
+                    await a1.publish(T.serving_stats("digits"), b"forged by a1", qos=1)
+                    await roma.publish(T.serving_stats("digits"), b"stats", qos=1)
+                for _ in range(100):
+                    if got:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)
+            finally:
+                reader.cancel()
+        return got
+
+    assert asyncio.run(go()) == [(T.serving_stats("digits"), b"stats")]
