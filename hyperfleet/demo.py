@@ -77,6 +77,9 @@ class DemoSettings:
     data: str = "spark"
     """``spark``: the preparation pipeline on Spark under :attr:`prep_deadline_s`; ``numpy``."""
     prep_deadline_s: float = 120.0
+    dashboard: int | None = None
+    """Serve the coordinator's dashboard on 127.0.0.1 at this port (0: a free one); ``None``:
+    none."""
 
     def __post_init__(self) -> None:
         require_absolute("out", self.out)
@@ -123,6 +126,7 @@ class DemoSettings:
             participants=args.participants,
             data=args.data,
             prep_deadline_s=args.prep_deadline,
+            dashboard=args.dashboard,
         )
 
 
@@ -322,6 +326,15 @@ async def run_demo(s: DemoSettings) -> int:
             out / "logs" / "roma.log",
             procs,
         )  # fmt: skip
+        dashboard: list[str] = []
+        if s.dashboard is not None:
+            dashboard_port = s.dashboard or free_port()
+            dashboard = ["--dashboard", str(dashboard_port), "--roma-url", roma_url]
+            print(
+                f"dashboard: http://127.0.0.1:{dashboard_port}/ (the coordinator's; live until "
+                "the demo ends)",
+                flush=True,
+            )
         coordinator = _spawn(
             [
                 "coordinator",
@@ -333,6 +346,7 @@ async def run_demo(s: DemoSettings) -> int:
                 str(out),
                 "--linger-s",
                 "60",
+                *dashboard,
                 *common,
             ],
             out / "logs" / "coordinator.log",
