@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from ..errors import DashboardError
 from ..service import Coordinator
@@ -48,6 +48,22 @@ _SECURITY_HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
 }
 _KEEPALIVE_S: Final = 15.0
+
+
+class _RequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The log aiohttp's request handler writes to. It logs a malformed request (a client's
+    mistake: bad request line, header, URL or version) with a traceback at ERROR; here that is
+    one INFO line, so garbage cannot flood the log. Errors in our handlers keep their
+    traceback at ERROR."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        if isinstance(exc, http_exceptions.HttpProcessingError):
+            remote = args[0] if args else "a client"
+            first = exc.message.splitlines()[0] if exc.message else ""
+            self.info("dashboard: malformed request from %s: HTTP %s %s", remote, exc.code, first)
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 def _asset(name: str) -> bytes:
@@ -234,7 +250,9 @@ async def open_dashboard(
         roma_interval_s=roma_interval_s,
         max_clients=max_clients,
     )
-    runner = web.AppRunner(dash.app(), access_log=None, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        dash.app(), access_log=None, shutdown_timeout=5.0, logger=_RequestLog(_log, {})
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
