@@ -50,7 +50,7 @@ _SECURITY_HEADERS: Final = {
 _KEEPALIVE_S: Final = 15.0
 
 
-class _RequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _RequestLog(logging.LoggerAdapter[logging.Logger]):
     """The log aiohttp's request handler writes to. It logs a malformed request (a client's
     mistake: bad request line, header, URL or version) with a traceback at ERROR; here that is
     one INFO line, so garbage cannot flood the log. Errors in our handlers keep their

@@ -92,7 +92,7 @@ def job_spec(holdout: Path) -> JobSpec:
             "job_id": "digits-live",
             "holdout": str(holdout),
             "model": {"name": "digits-dash", "hidden": [16]},
-            "planner": {"name": "hyperfl", "min_deadline_s": 2.0},
+            "planner": {"name": "hyperfl", "min_deadline_s": 5.0},
             "rounds": {
                 "participants": 3,
                 "round_timeout_s": 10,

@@ -147,6 +147,11 @@
     if (predicted.length >= 1) {
       const d = predicted.map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + " " + y(p.predicted_at_budget).toFixed(1)).join(" ");
       chart.append(svg("path", { id: "predicted-curve", class: "predicted", d: d, "data-points": predicted.length }));
+      for (const p of predicted) {
+        const mark = svg("circle", { class: "predicted-dot", cx: x(p.t), cy: y(p.predicted_at_budget), r: 2.5 });
+        mark.append(svg("title", {}, "planning round " + p.round + ": predicted " + fixed(p.predicted_at_budget, 4) + " at the budget's end"));
+        chart.append(mark);
+      }
     }
 
     // the planner's projection from now: to the target, and the accuracy at the budget's end
@@ -298,7 +303,7 @@
     const rows = [];
     for (const m of roma.models || []) {
       const over = isNum(m.window_response_ms) && isNum(m.sla_ms) && m.window_response_ms > m.sla_ms;
-      const state = el("td");
+      const state = el("td", { title: m.reason || "" });
       const b = el("span");
       badge(b, m.state || "—");
       state.append(b);
