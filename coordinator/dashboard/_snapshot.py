@@ -8,7 +8,8 @@ heartbeat ages are on the coordinator's monotonic clock, ``now`` included. Shape
 
     {"job": {job_id, status, round, accuracy, best_accuracy, target_accuracy, elapsed_s,
              time_budget_s, planner, strategy, message, bytes_moved, dropped},
-     "curve": [{t, round, accuracy, predicted_at_budget, results, participants}, ...],
+     "curve": [{t, round, accuracy, predicted_at_budget, planned_at, results,
+                participants}, ...],
      "plan": {the newest round's plan info: deadline_s, participants, ...},
      "prediction": {feasible, predicted_time_to_target_s, predicted_accuracy_at_budget, ...},
      "agents": [{id, status, device_class, examples, heartbeat_age_s, load, busy,
@@ -109,8 +110,9 @@ def curve_points(
     progress: JobProgress | None, *, initial_accuracy: float | None = None
 ) -> list[dict[str, Any]]:
     """Accuracy against job time: the initial model at ``t = 0`` (when known), then one point
-    per round at its end, with the accuracy the planner predicted for the end of the budget
-    when it planned that round (``None`` when it made no such prediction)."""
+    per round at its end (``t``), with the accuracy the planner predicted for the end of the
+    budget when it planned that round (``predicted_at_budget``, ``None`` when it made no such
+    prediction) and when that was (``planned_at``, the round's start)."""
     points: list[dict[str, Any]] = []
     if initial_accuracy is not None:
         points.append(
@@ -119,6 +121,7 @@ def curve_points(
                 "round": 0,
                 "accuracy": plain(initial_accuracy),
                 "predicted_at_budget": None,
+                "planned_at": None,
                 "results": 0,
                 "participants": 0,
             }
@@ -132,6 +135,7 @@ def curve_points(
                 "round": r.round,
                 "accuracy": plain(r.accuracy),
                 "predicted_at_budget": plain(r.plan.get("predicted_accuracy_at_budget")),
+                "planned_at": plain(round(r.started_s, 3)),
                 "results": r.results,
                 "participants": len(r.participants),
             }

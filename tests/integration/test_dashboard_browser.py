@@ -41,7 +41,9 @@ _NO_CHROMIUM = (
     "`make chromium` installs it as root, or sudo apt-get install chromium "
     "(never `playwright install`)"
 )
-ROUNDS = 4
+ROUNDS = 6
+"""Rounds of the job: the learning curve predicts from its fourth point, so the plans of
+rounds 5 and 6 carry the planner's prediction."""
 
 
 def _in_ci() -> bool:
@@ -190,6 +192,8 @@ def test_the_page_shows_the_fleet_the_curve_and_roma_live(
                             .map(tr => [...tr.cells].map(td => td.textContent)),
                         path: document.querySelector('#accuracy-curve').getAttribute('d'),
                         dots: document.querySelectorAll('#chart circle.dot').length,
+                        predicted: document.querySelector('#predicted-curve')
+                            ?.getAttribute('data-points'),
                         roma: !document.querySelector('#roma').hidden,
                         romaError: document.querySelector('#roma-error').hidden
                             ? '' : document.querySelector('#roma-error').textContent,
@@ -215,6 +219,7 @@ def test_the_page_shows_the_fleet_the_curve_and_roma_live(
     points = found["path"].replace("M", " ").replace("L", " ").split()
     assert len(points) == 2 * (ROUNDS + 1)  # the initial model and every round, as x y pairs
     assert found["dots"] == ROUNDS + 1
+    assert int(found["predicted"]) >= 1  # what the planner predicted when it planned a round
     assert found["roma"], "the ROMA panel is shown"
     assert found["romaError"] == ""
     assert "round deadline" in found["plan"]  # hyperFL's plan reached the page

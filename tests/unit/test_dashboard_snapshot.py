@@ -103,6 +103,7 @@ def test_the_curve_starts_at_the_initial_model_and_keeps_what_the_planner_predic
     assert [p["t"] for p in points] == [0.0, 9.5, 19.5]
     assert points[0]["accuracy"] == 0.1
     assert [p["predicted_at_budget"] for p in points] == [None, None, 0.93]
+    assert points[2]["planned_at"] == 10.0  # when round 2 was planned: its start
     assert curve_points(None) == []
 
 

@@ -143,12 +143,12 @@
     }
 
     // what the planner predicted for the budget's end, round by round
-    const predicted = curve.filter((p) => isNum(p.predicted_at_budget));
+    const predicted = curve.filter((p) => isNum(p.predicted_at_budget) && isNum(p.planned_at));
     if (predicted.length >= 1) {
-      const d = predicted.map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + " " + y(p.predicted_at_budget).toFixed(1)).join(" ");
+      const d = predicted.map((p, i) => (i ? "L" : "M") + x(p.planned_at).toFixed(1) + " " + y(p.predicted_at_budget).toFixed(1)).join(" ");
       chart.append(svg("path", { id: "predicted-curve", class: "predicted", d: d, "data-points": predicted.length }));
       for (const p of predicted) {
-        const mark = svg("circle", { class: "predicted-dot", cx: x(p.t), cy: y(p.predicted_at_budget), r: 2.5 });
+        const mark = svg("circle", { class: "predicted-dot", cx: x(p.planned_at), cy: y(p.predicted_at_budget), r: 2.5 });
         mark.append(svg("title", {}, "planning round " + p.round + ": predicted " + fixed(p.predicted_at_budget, 4) + " at the budget's end"));
         chart.append(mark);
       }
