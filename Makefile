@@ -8,12 +8,12 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP := 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test test-faults soak check lint typecheck unit bench venv mosquitto java clean
+.PHONY: demo test test-faults soak check lint typecheck unit bench venv mosquitto java chromium clean
 
 demo: $(STAMP) mosquitto java
 	$(BIN)/hyperfleet demo $(ARGS)
 
-test: $(STAMP) mosquitto java lint typecheck
+test: $(STAMP) mosquitto java chromium lint typecheck
 	$(BIN)/python -m pytest -q -ra --ignore=tests/faults $(PYTEST_ARGS)
 
 # Faults and bad input against real processes (kill -9, partitions, garbage, fuzzing); .ci/run runs
@@ -70,6 +70,18 @@ java:
 	  else \
 	    echo "java is not installed and this is not root: install a Java 17 runtime" \
 	         "(sudo apt-get install openjdk-17-jre-headless) or the Spark tests are skipped"; \
+	  fi; }
+
+# The dashboard's browser test drives Debian's chromium through Playwright's driver (never
+# `playwright install`, which downloads a browser); the same rule as for Mosquitto.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get (for the dashboard's browser test)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is not installed and this is not root: install it (sudo apt-get install" \
+	         "chromium) or the dashboard's browser test is skipped"; \
 	  fi; }
 
 clean:

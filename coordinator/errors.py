@@ -8,7 +8,8 @@
     ├── StrategyError          a strategy cannot aggregate what it was given; the round keeps the old model
     │   └── InsufficientUpdates    too few updates for a robust rule (e.g. Krum's n >= 2f + 3)
     ├── CheckpointError        the state directory cannot be read or written
-    └── OwnershipError         another coordinator owns the job: stop it, or use another job_id
+    ├── OwnershipError         another coordinator owns the job: stop it, or use another job_id
+    └── DashboardError         the dashboard cannot be served as asked (address in use, bad URL)
 """
 
 from __future__ import annotations
@@ -41,3 +42,8 @@ class CheckpointError(CoordinatorError, OSError):
 
 class OwnershipError(CoordinatorError):
     """Another coordinator run owns the job (its state directory lock or its retained claim)."""
+
+
+class DashboardError(CoordinatorError):
+    """The dashboard cannot be served as asked: its address is taken or not ours, or the ROMA
+    URL is not an http(s) URL. Nothing of the job has started."""

@@ -40,6 +40,10 @@ class AgentRecord:
     """Daemon sessions heard from recently: session id → time of its newest heartbeat."""
     clock_offset_s: float | None = None
     """Estimated agent clock minus coordinator clock, seconds (from heartbeat timestamps)."""
+    heartbeat: Heartbeat | None = None
+    """The newest heartbeat (its load and busy flag), for monitors."""
+    heartbeat_at: float | None = None
+    """Coordinator-clock time it arrived (``None``: no heartbeat yet)."""
 
     @property
     def num_examples(self) -> int:
@@ -58,6 +62,11 @@ class Registry:
     def __init__(self, *, stale_after_s: float = 30.0) -> None:
         self._agents: dict[str, AgentRecord] = {}
         self._stale_after_s = stale_after_s
+
+    @property
+    def stale_after_s(self) -> float:
+        """Seconds of silence after which an agent counts as gone."""
+        return self._stale_after_s
 
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._agents
@@ -103,6 +112,7 @@ class Registry:
                 del rec.sessions[session]
         new_session = beat.session not in rec.sessions
         rec.sessions[beat.session] = now
+        rec.heartbeat, rec.heartbeat_at = beat, now
         if offset_s is not None:
             rec.clock_offset_s = (
                 offset_s if rec.clock_offset_s is None else max(offset_s, rec.clock_offset_s - 0.05)

@@ -29,7 +29,7 @@ from .fleet import Fleet
 from .job import JobSpec, load_normalization
 from .model import GlobalModel
 from .ownership import StateLock, load_epoch, save_epoch
-from .planners import Planner, RoundPlan, make_planner
+from .planners import Planner, Prediction, RoundPlan, make_planner
 from .strategies import Strategy, make_strategy
 from .timescale import TimeScale
 
@@ -86,6 +86,14 @@ class Coordinator:
         (:meth:`link.signing.ArtifactSigner.sign_ref`); ``None``: published unsigned."""
         self.epoch = 0
         """This run's ownership epoch of the job (set when the job starts)."""
+        self.progress: JobProgress | None = None
+        """The job as of its last checkpoint (``None`` until it starts), for monitors such as
+        the dashboard; read it, never change it."""
+        self.state: JobState | None = None
+        """The last job state published (``None`` before the first round ends)."""
+        self.initial_accuracy: float | None = None
+        """The initial model's holdout accuracy (``None`` until a fresh job evaluates it; a
+        resumed job does not)."""
         self._clock_base = 0.0
         self._clock_start = time.monotonic()
         self.timescale = TimeScale(spec.emulation.time_scale)
@@ -102,6 +110,10 @@ class Coordinator:
             raise RuntimeError("the planner is made when the job starts")
         return self._planner
 
+    def prediction(self) -> Prediction | None:
+        """The planner's newest prediction (``None`` before the job starts), for monitors."""
+        return None if self._planner is None else self._planner.prediction()
+
     async def run(self) -> JobOutcome:
         """Own the job (see :mod:`coordinator.ownership`) and drive it to its end. Raises
         :class:`~coordinator.errors.OwnershipError` when another coordinator owns it."""
@@ -114,7 +126,7 @@ class Coordinator:
     async def _run(self) -> JobOutcome:
         spec = self.spec
         model = await asyncio.to_thread(GlobalModel, spec.model, self.holdout)
-        progress = await self._resume_or_start(model)
+        progress = self.progress = await self._resume_or_start(model)
         if self._planner is None:
             self._planner = make_planner(spec, model_bytes=model.num_parameters * 4)
             replay = getattr(self._planner, "replay", None)
@@ -149,6 +161,7 @@ class Coordinator:
         )
         if checkpoint is None:
             initial = await asyncio.to_thread(model.evaluate, model.initial_weights)
+            self.initial_accuracy = initial.accuracy
             return start(self.spec.job_id, model.initial_weights, accuracy=initial.accuracy)
         _log.info(
             "job %s: resuming after round %d (best accuracy %.4f, %.1fs spent)",
@@ -169,6 +182,7 @@ class Coordinator:
     async def _save(self, progress: JobProgress) -> None:
         """Checkpoint, in a worker thread; the fleet's replay state is read here, on the loop."""
         replay = self.fleet.replay_state()
+        self.progress = progress
 
         def save() -> None:
             spec = self.spec.model_dump(mode="json")
@@ -273,6 +287,7 @@ class Coordinator:
             plan=_plain(dict(last.plan)) if last else {},
             message=message,
         )
+        self.state = state
         if self._on_round is not None:
             self._on_round(state)
         try:

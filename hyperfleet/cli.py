@@ -61,6 +61,28 @@ def _common(p: argparse.ArgumentParser, *, broker: bool = True) -> None:
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING")
 
 
+def _dashboard_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dashboard",
+        type=port,
+        default=None,
+        metavar="PORT",
+        help="serve a live web dashboard (fleet, accuracy, plan) on PORT (0: a free one); off "
+        "by default",
+    )
+    p.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="address the dashboard listens on (0.0.0.0 for all; it has no login)",
+    )
+    p.add_argument(
+        "--roma-url",
+        default=None,
+        metavar="URL",
+        help="a ROMA server (http://host:port) whose SLA stats the dashboard shows",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hyperfleet`` parser; path flags come out absolute, broker URLs and prefixes checked."""
     parser = _Parser(prog="hyperfleet", description=__doc__.splitlines()[0])
@@ -164,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ed25519 private key (signing.key of `hyperfleet certs`): sign every exported "
         "artifact in the published ModelRef (env HYPERFLEET_SIGNING_KEY)",
     )
+    _dashboard_flags(p)
     _common(p)
 
     p = sub.add_parser(
@@ -217,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=120.0,
         help="seconds the Spark preparation job must finish in (dynaSpark)",
+    )
+    p.add_argument(
+        "--dashboard",
+        type=port,
+        default=None,
+        metavar="PORT",
+        help="serve the coordinator's live dashboard on 127.0.0.1:PORT (0: a free port); off "
+        "by default",
     )
     p.add_argument("--prefix", type=topic_prefix, default=_env("PREFIX", "hf/v1"))
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -21,6 +22,7 @@ from agent.daemon import AgentSettings, Emulator
 from agent.device_class import DeviceClass, load_device_class, load_fleet
 from agent.emulation import DeviceEmulator
 from coordinator.checkpoint import CheckpointStore
+from coordinator.dashboard import Dashboard, open_dashboard
 from coordinator.job import JobSpec, load_job
 from coordinator.mqtt_fleet import open_mqtt_fleet
 from coordinator.service import Coordinator, JobOutcome
@@ -172,12 +174,21 @@ class CoordinatorRun:
     tls: TlsFiles | None = None
     signing_key: Path | None = None
     """Ed25519 private key (PEM) that signs the published model's artifacts."""
+    dashboard_port: int | None = None
+    """Serve the dashboard on this port (0: a free one); ``None``: no dashboard."""
+    dashboard_host: str = "127.0.0.1"
+    roma_url: str | None = None
+    """A ROMA server whose SLA stats the dashboard shows."""
 
     def __post_init__(self) -> None:
         require_absolute("state_dir", self.state_dir)
         require_absolute("out_dir", self.out_dir)
         if not self.linger_s >= 0:
             raise UsageError(f"--linger-s must be >= 0, got {self.linger_s}")
+        if self.roma_url is not None and not self.roma_url.startswith(("http://", "https://")):
+            raise UsageError(
+                f"--roma-url must be an http:// or https:// URL, got {self.roma_url!r}"
+            )
 
 
 def coordinator_settings(args: argparse.Namespace) -> CoordinatorRun:
@@ -194,6 +205,9 @@ def coordinator_settings(args: argparse.Namespace) -> CoordinatorRun:
         linger_s=args.linger_s,
         tls=tls_files(args, args.broker),
         signing_key=args.signing_key,
+        dashboard_port=args.dashboard,
+        dashboard_host=args.dashboard_host,
+        roma_url=args.roma_url,
     )
 
 
@@ -238,11 +252,23 @@ async def run_coordinator(run: CoordinatorRun) -> int:
         sign_ref = ArtifactSigner.load(run.signing_key).sign_ref  # a bad key fails here, early
     model_dir = run.out_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
-    # The exported model is served over HTTP from before the job starts (a bind failure stops
-    # it here, not after an hour of training) until linger_s after it ends.
-    async with ArtifactServer(model_dir, host=run.artifacts_host, port=run.artifacts_port) as files:
+    # The exported model (and the dashboard, when asked for) is served over HTTP from before the
+    # job starts (a bind failure stops it here, not after an hour of training) until linger_s
+    # after it ends.
+    async with contextlib.AsyncExitStack() as stack:
+        files = await stack.enter_async_context(
+            ArtifactServer(model_dir, host=run.artifacts_host, port=run.artifacts_port)
+        )
         base_url = run.advertise_url or files.base_url
         _log.info("serving exported models from %s at %s", model_dir, base_url)
+        dashboard: Dashboard | None = None
+        if run.dashboard_port is not None:
+            dashboard, url = await stack.enter_async_context(
+                open_dashboard(
+                    host=run.dashboard_host, port=run.dashboard_port, roma_url=run.roma_url
+                )
+            )
+            _log.info("dashboard at %s", url)
         try:
             async with open_mqtt_fleet(
                 broker=run.broker, topics=run.topics, job_id=run.spec.job_id, tls=run.tls
@@ -256,6 +282,8 @@ async def run_coordinator(run: CoordinatorRun) -> int:
                     artifact_base_url=base_url,
                     sign_ref=sign_ref,
                 )
+                if dashboard is not None:
+                    dashboard.watch(coordinator)
                 outcome = await coordinator.run()
         except TimeoutError as exc:
             raise BrokerError(f"cannot reach the broker at {run.broker.url}") from exc

@@ -81,6 +81,9 @@ class DemoSettings:
     tls: TlsFiles | None = None
     """CA bundle and client certificate for an ``mqtts://`` ``broker``; the processes the demo
     starts get them as ``HYPERFLEET_TLS_*``."""
+    dashboard: int | None = None
+    """Serve the coordinator's dashboard on 127.0.0.1 at this port (0: a free one); ``None``:
+    none."""
 
     def __post_init__(self) -> None:
         require_absolute("out", self.out)
@@ -128,6 +131,7 @@ class DemoSettings:
             data=args.data,
             prep_deadline_s=args.prep_deadline,
             tls=tls_files(args, args.broker),
+            dashboard=args.dashboard,
         )
 
 
@@ -339,6 +343,15 @@ async def run_demo(s: DemoSettings) -> int:
             procs,
             s.tls,
         )  # fmt: skip
+        dashboard: list[str] = []
+        if s.dashboard is not None:
+            dashboard_port = s.dashboard or free_port()
+            dashboard = ["--dashboard", str(dashboard_port), "--roma-url", roma_url]
+            print(
+                f"dashboard: http://127.0.0.1:{dashboard_port}/ (the coordinator's; live until "
+                "the demo ends)",
+                flush=True,
+            )
         coordinator = _spawn(
             [
                 "coordinator",
@@ -350,6 +363,7 @@ async def run_demo(s: DemoSettings) -> int:
                 str(out),
                 "--linger-s",
                 "60",
+                *dashboard,
                 *common,
             ],
             out / "logs" / "coordinator.log",

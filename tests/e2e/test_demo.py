@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,9 +31,18 @@ def demo(
 
 
 def test_demo_with_four_agents_reaches_its_target(tmp_path: Path, mosquitto_binary: str) -> None:
-    proc, out = demo(tmp_path, "--agents", "4", "--target-accuracy", "0.85", "--time-budget", "240")
+    proc, out = demo(
+        tmp_path,
+        *("--agents", "4", "--target-accuracy", "0.85", "--time-budget", "240"),
+        *("--dashboard", "0"),
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "REACHED" in proc.stdout
+    # The coordinator served its dashboard where the demo said, with ROMA's panel.
+    said = re.search(r"^dashboard: (http://127\.0\.0\.1:\d+/)", proc.stdout, re.MULTILINE)
+    assert said, proc.stdout[-2000:]
+    coordinator_log = (out / "logs" / "coordinator.log").read_text()
+    assert f"dashboard at {said.group(1)}" in coordinator_log, coordinator_log[-2000:]
     assert "round   1" in proc.stdout  # live progress was shown
     summary = json.loads((out / "summary.json").read_text())
     for key in (

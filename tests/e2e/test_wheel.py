@@ -17,6 +17,9 @@ SHIPPED = {
     "firmware_configs/x86-gpu-server.toml",
     "firmware_configs/fleets/mixed-50.toml",
     "firmware_configs/fleets/small-4.toml",
+    "coordinator/dashboard/static/index.html",
+    "coordinator/dashboard/static/dashboard.js",
+    "coordinator/dashboard/static/dashboard.css",
 }
 
 _PROBE = """
