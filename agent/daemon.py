@@ -45,6 +45,7 @@ from protocol import (
     TrainConfig,
     TrainIns,
     TrainRes,
+    check_agent_id,
     encode,
     new_envelope,
 )
@@ -75,6 +76,11 @@ class AgentSettings:
     accounted for by the emulator on top of this)."""
     profile: dict[str, float] = field(default_factory=dict)
     """Announced device facts (the device class's emulation table) that seed the coordinator."""
+
+    def __post_init__(self) -> None:
+        # At construction, not at the first connect: an id a topic cannot hold would otherwise
+        # fail inside the reconnect loop, again and again.
+        check_agent_id(self.agent_id)
 
 
 class UnexpectedMessage(ProtocolError):

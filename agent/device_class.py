@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.errors import ConfigError
+from protocol import ProtocolError, check_id
 
 __all__ = [
     "DEFAULT_CONFIG_DIR",
@@ -102,7 +103,7 @@ class FleetEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device_class: str = Field(pattern=_NAME_PATTERN, max_length=_NAME_MAX)
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=100_000)
 
 
 class FleetSpec(BaseModel):
@@ -195,6 +196,11 @@ def load_fleet(name_or_path: str | Path, *, search_dir: Path | None = None) -> F
         except ConfigError as exc:
             raise ConfigError(f"{path}: key 'agents[{index}].device_class': {exc}") from exc
         checked.add(entry.device_class)
+    for agent_id, _ in fleet.expand():  # each id is a topic level (protocol.check_id)
+        try:
+            check_id(agent_id, "agent id")
+        except ProtocolError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
     return fleet
 
 

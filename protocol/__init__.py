@@ -48,7 +48,7 @@ from ._messages import (
     Weights,
 )
 from ._shard import Shard, decode_shard, encode_shard
-from ._topics import AGENT_ID_PATTERN, Topics, check_agent_id
+from ._topics import AGENT_ID_PATTERN, ID_PATTERN, Topics, check_agent_id, check_id
 
 __all__ = [
     "AGENT_ID_PATTERN",
@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_MAX_UPDATE_NORM_RATIO",
     "ENVELOPE_BOUNDS",
     "FIELD_BOUNDS",
+    "ID_PATTERN",
     "MAP_BOUNDS",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
@@ -95,6 +96,7 @@ __all__ = [
     "Weights",
     "check_agent_id",
     "check_bounds",
+    "check_id",
     "check_update_norm",
     "check_weights_like",
     "decode",

@@ -28,11 +28,20 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from protocol import Topics
 
 from .errors import ServeConfigError
 from .runtime import RuntimeName
@@ -136,8 +145,9 @@ class ServeConfig(_Strict):
     port: int = Field(default=8000, ge=0, le=65535)
     broker: str | None = None
     """``mqtt://host:port``: follow ``models/+/latest`` and hot-reload what is published."""
-    prefix: str = "hf/v1"
-    """The topic prefix the coordinator publishes under."""
+    prefix: Annotated[str, AfterValidator(lambda p: Topics(p).prefix)] = "hf/v1"
+    """The topic prefix the coordinator publishes under (checked as :class:`protocol.Topics`
+    checks it: no ``+``/``#``, control characters or NUL)."""
     token: str | None = Field(default=None, repr=False)
     """Required (``Authorization: Bearer …``) by the repository's load and unload endpoints;
     without one they are refused."""
