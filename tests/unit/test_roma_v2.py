@@ -103,3 +103,17 @@ def test_json_that_nests_too_deeply_or_has_nan_is_refused_by_name() -> None:
         parse_infer_request(b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(InferenceRequestError, match="not valid JSON"):
         parse_infer_request(b'{"inputs": [{"name": "x", "data": [NaN]}]}')
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_a_shape_with_a_zero_and_a_huge_dimension_is_refused_not_a_500(binary: bool) -> None:
+    """Issue 17: ``[0, 2**62]`` holds no element, so the element count passed, and reshaping to it
+    raised a bare ValueError: HTTP 500. A zero dimension now counts as one."""
+    tensor: dict[str, object] = {"name": "x", "shape": [0, 2**62], "datatype": "FP32"}
+    if binary:
+        tensor["parameters"] = {"binary_data_size": 0}
+    else:
+        tensor["data"] = []
+    body = json.dumps({"inputs": [tensor]}).encode()
+    with pytest.raises(InferenceRequestError, match="elements"):
+        parse_infer_request(body, header_length=len(body) if binary else None)
