@@ -76,6 +76,10 @@ class AgentSettings:
     accounted for by the emulator on top of this)."""
     profile: dict[str, float] = field(default_factory=dict)
     """Announced device facts (the device class's emulation table) that seed the coordinator."""
+    coordinator: str = "coordinator"
+    """The sender instructions must name (``MqttFleet``'s ``identity``); an instruction from
+    anyone else is dropped as ``spoofed``. A check of the envelope only: the broker's ACL is what
+    keeps others off the inbox (docs/security.md)."""
 
     def __post_init__(self) -> None:
         # At construction, not at the first connect: an id a topic cannot hold would otherwise
@@ -168,7 +172,10 @@ class Agent:
         self._busy = False
         self._seq = 0
         self._gate = InboundGate(
-            name=f"agent {self._id}", handler=self._on_message, scope=self._scope
+            name=f"agent {self._id}",
+            handler=self._on_message,
+            sender_of=self._sender_of,
+            scope=self._scope,
         )
         self._link = MqttSession(
             broker=settings.broker,
@@ -299,6 +306,10 @@ class Agent:
                     await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------------ instructions
+
+    def _sender_of(self, topic: str) -> str:
+        """Who may send on ``topic``: the coordinator on our inbox, we on our own heartbeats."""
+        return self._id if topic == self._topics.heartbeat(self._id) else self.settings.coordinator
 
     def _scope(self, topic: str, env: Envelope) -> AdmissionScope | None:
         # Instructions are deduplicated below (a repeat may ask for our reply again); our own

@@ -11,7 +11,7 @@ and the engine's ``close_round`` with each strategy. What is checked, for every 
   failed: its contribution, and only it, is lost. The model is finite.
 
 Over MQTT the codec refuses NaN and Inf before the collector (``non_finite``), which
-``tests/integration/test_garbage_over_mqtt.py`` and ``tests/unit/test_codec.py`` check.
+``tests/faults/test_garbage_over_mqtt.py`` and ``tests/unit/test_codec.py`` check.
 """
 
 from __future__ import annotations
