@@ -99,7 +99,7 @@ def _garbage(topics: Topics, rng: random.Random) -> list[tuple[str, bytes]]:
     out: list[tuple[str, bytes]] = []
     for agent in ("agent-001", "ghost-9"):
         for kind in ("status", "hello", "heartbeat", "results"):
-            topic = topics.agent(agent, kind)  # type: ignore[arg-type]
+            topic = topics.agent(agent, kind)
             out += [(topic, junk), (topic, framed)]
         # the wrong type on each of the coordinator's topics
         out.append((topics.status(agent), _frame(ins, agent)))
