@@ -48,7 +48,14 @@ from ._messages import (
     Weights,
 )
 from ._shard import Shard, decode_shard, encode_shard
-from ._topics import AGENT_ID_PATTERN, ID_PATTERN, Topics, check_agent_id, check_id
+from ._topics import (
+    AGENT_ID_PATTERN,
+    ID_PATTERN,
+    Topics,
+    check_agent_id,
+    check_id,
+    check_topic_name,
+)
 
 __all__ = [
     "AGENT_ID_PATTERN",
@@ -97,6 +104,7 @@ __all__ = [
     "check_agent_id",
     "check_bounds",
     "check_id",
+    "check_topic_name",
     "check_update_norm",
     "check_weights_like",
     "decode",

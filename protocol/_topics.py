@@ -18,6 +18,7 @@ __all__ = [
     "Topics",
     "check_agent_id",
     "check_id",
+    "check_topic_name",
 ]
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -48,6 +49,31 @@ def check_id(value: object, what: str = "id") -> str:
     return value
 
 
+def _bad_char(c: str) -> bool:
+    o = ord(c)
+    return o < 0x20 or 0x7F <= o <= 0x9F or 0xD800 <= o <= 0xDFFF
+
+
+def check_topic_name(topic: str) -> str:
+    """Return ``topic`` if a broker accepts a publish to it; :class:`InvalidTopic` if not.
+
+    MQTT 3.1.1 §4.7: 1 to 65,535 bytes of UTF-8, no ``+`` or ``#`` in a topic name, no NUL;
+    Mosquitto also refuses control characters. A publish to such a topic makes the broker drop
+    the connection, and the client re-sends it on every reconnect: refused here instead."""
+    if (
+        not topic
+        or "+" in topic
+        or "#" in topic
+        or any(_bad_char(c) for c in topic)
+        or len(topic.encode("utf-8")) > 65535
+    ):
+        raise InvalidTopic(
+            f"invalid topic name {topic!r:.80}: 1-65535 bytes, no '+', '#', NUL or control "
+            "characters"
+        )
+    return topic
+
+
 def check_agent_id(agent_id: str) -> str:
     """Return ``agent_id`` if it is a valid id (:func:`check_id`)."""
     return check_id(agent_id, "agent id")
@@ -67,7 +93,7 @@ class Topics:
             or any(c in p for c in "+#")
             or p.endswith("/")
             or p.startswith("$")
-            or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in p)
+            or any(_bad_char(c) for c in p)
             or len(p.encode("utf-8", "surrogatepass")) > 1024
         ):
             raise InvalidTopic(
