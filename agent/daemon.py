@@ -79,7 +79,7 @@ class AgentSettings:
     coordinator: str = "coordinator"
     """The sender instructions must name (``MqttFleet``'s ``identity``); an instruction from
     anyone else is dropped as ``spoofed``. A check of the envelope only: the broker's ACL is what
-    keeps others off the inbox (docs/security.md)."""
+    keeps others off the inbox (docs/protocol.md, Topics)."""
 
     def __post_init__(self) -> None:
         # At construction, not at the first connect: an id a topic cannot hold would otherwise
