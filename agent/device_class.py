@@ -67,7 +67,7 @@ _M = TypeVar("_M", bound=BaseModel)
 class Emulation(BaseModel):
     """What a device of this class *is*, in absolute terms, for ``hyperfleet agent --emulate``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     train_rate: float = Field(gt=0, description="examples/s for the job's model on this device")
     uplink_mbps: float = Field(gt=0, description="upload bandwidth, Mbit/s")
@@ -81,7 +81,7 @@ class Emulation(BaseModel):
 class DeviceClass(BaseModel):
     """One kind of device: how an agent on it trains, and what it is when emulated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=_NAME_PATTERN, max_length=_NAME_MAX)
     description: str
@@ -100,7 +100,7 @@ class DeviceClass(BaseModel):
 class FleetEntry(BaseModel):
     """``count`` agents of one device class."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     device_class: str = Field(pattern=_NAME_PATTERN, max_length=_NAME_MAX)
     count: int = Field(ge=1, le=100_000)
@@ -109,7 +109,9 @@ class FleetEntry(BaseModel):
 class FleetSpec(BaseModel):
     """A named mix of device classes. In TOML the entries are ``[[agents]]`` tables."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, allow_inf_nan=False
+    )
 
     name: str = Field(pattern=_NAME_PATTERN, max_length=_NAME_MAX)
     description: str = ""

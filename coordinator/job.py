@@ -52,7 +52,7 @@ __all__ = [
     "min_updates",
 ]
 
-_Strict = ConfigDict(extra="forbid", frozen=True)
+_Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
 
 JobId = Annotated[str, AfterValidator(lambda v: check_id(v, "job id"))]
 """A job id: one MQTT topic level (:func:`protocol.check_id`)."""

@@ -385,3 +385,12 @@ def test_the_memory_limit_caps_what_the_hello_announces_and_the_step_cap_is_appl
     few = TrainConfig(local_steps=7)
     assert cap_steps(few, 10, pi.max_local_steps) is few
     assert cap_steps(many, 10, None) is many
+
+
+@pytest.mark.parametrize("key", ["train_rate", "uplink_mbps", "rtt_ms"])
+def test_an_infinite_emulation_figure_is_refused_at_load(tmp_path: Path, key: str) -> None:
+    """Issue 17: ``train_rate = inf`` passed ``> 0``; the hello announcing it was then dropped
+    by every receiver as ``non_finite``, and the agent never joined."""
+    text = re.sub(rf"^{key} = .*$", f"{key} = inf", VALID_CLASS.format(name="inf-dev"), flags=re.M)
+    with pytest.raises(ConfigError, match=f"emulation.{key}': Input should be a finite number"):
+        load_device_class(write_class(tmp_path, "inf-dev", text))
