@@ -45,6 +45,7 @@ from protocol import (
     TrainConfig,
     TrainIns,
     TrainRes,
+    check_agent_id,
     encode,
     new_envelope,
 )
@@ -77,6 +78,15 @@ class AgentSettings:
     """Announced device facts (the device class's emulation table) that seed the coordinator."""
     tls: TlsFiles | None = None
     """CA bundle and client certificate for an ``mqtts://`` broker (``None``: system CAs)."""
+    coordinator: str = "coordinator"
+    """The sender instructions must name (``MqttFleet``'s ``identity``); an instruction from
+    anyone else is dropped as ``spoofed``. A check of the envelope only: the broker's ACL is what
+    keeps others off the inbox (docs/protocol.md, Topics)."""
+
+    def __post_init__(self) -> None:
+        # At construction, not at the first connect: an id a topic cannot hold would otherwise
+        # fail inside the reconnect loop, again and again.
+        check_agent_id(self.agent_id)
 
 
 class UnexpectedMessage(ProtocolError):
@@ -164,7 +174,10 @@ class Agent:
         self._busy = False
         self._seq = 0
         self._gate = InboundGate(
-            name=f"agent {self._id}", handler=self._on_message, scope=self._scope
+            name=f"agent {self._id}",
+            handler=self._on_message,
+            sender_of=self._sender_of,
+            scope=self._scope,
         )
         self._link = MqttSession(
             broker=settings.broker,
@@ -296,6 +309,10 @@ class Agent:
                     await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------------ instructions
+
+    def _sender_of(self, topic: str) -> str:
+        """Who may send on ``topic``: the coordinator on our inbox, we on our own heartbeats."""
+        return self._id if topic == self._topics.heartbeat(self._id) else self.settings.coordinator
 
     def _scope(self, topic: str, env: Envelope) -> AdmissionScope | None:
         # Instructions are deduplicated below (a repeat may ask for our reply again); our own

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.errors import ConfigError
 from agent.speed import SpeedSpec
+from protocol import ProtocolError, check_id
 
 __all__ = [
     "DEFAULT_CONFIG_DIR",
@@ -68,7 +69,7 @@ _M = TypeVar("_M", bound=BaseModel)
 class Emulation(BaseModel):
     """What a device of this class *is*, in absolute terms, for ``hyperfleet agent --emulate``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     train_rate: float = Field(gt=0, description="examples/s for the job's model on this device")
     uplink_mbps: float = Field(gt=0, description="upload bandwidth, Mbit/s")
@@ -154,7 +155,7 @@ class FleetEmulation(BaseModel):
 class DeviceClass(BaseModel):
     """One kind of device: how an agent on it trains, and what it is when emulated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=_NAME_PATTERN, max_length=_NAME_MAX)
     description: str
@@ -173,16 +174,18 @@ class DeviceClass(BaseModel):
 class FleetEntry(BaseModel):
     """``count`` agents of one device class."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     device_class: str = Field(pattern=_NAME_PATTERN, max_length=_NAME_MAX)
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=100_000)
 
 
 class FleetSpec(BaseModel):
     """A named mix of device classes. In TOML the entries are ``[[agents]]`` tables."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, allow_inf_nan=False
+    )
 
     name: str = Field(pattern=_NAME_PATTERN, max_length=_NAME_MAX)
     description: str = ""
@@ -270,6 +273,11 @@ def load_fleet(name_or_path: str | Path, *, search_dir: Path | None = None) -> F
         except ConfigError as exc:
             raise ConfigError(f"{path}: key 'agents[{index}].device_class': {exc}") from exc
         checked.add(entry.device_class)
+    for agent_id, _ in fleet.expand():  # each id is a topic level (protocol.check_id)
+        try:
+            check_id(agent_id, "agent id")
+        except ProtocolError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
     return fleet
 
 

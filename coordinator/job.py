@@ -33,11 +33,11 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from protocol import Normalization
+from protocol import Normalization, check_id
 
 from .errors import JobConfigError, StrategyError
 from .planners.settings import HYPERFL_DEFAULTS as _H
@@ -56,7 +56,12 @@ __all__ = [
     "min_updates",
 ]
 
-_Strict = ConfigDict(extra="forbid", frozen=True)
+_Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
+
+JobId = Annotated[str, AfterValidator(lambda v: check_id(v, "job id"))]
+"""A job id: one MQTT topic level (:func:`protocol.check_id`)."""
+ModelName = Annotated[str, AfterValidator(lambda v: check_id(v, "model name"))]
+"""A model name: one MQTT topic level (:func:`protocol.check_id`)."""
 
 
 class ModelSpec(BaseModel):
@@ -67,7 +72,7 @@ class ModelSpec(BaseModel):
     """
 
     model_config = _Strict
-    name: str = Field(default="digits-mlp", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    name: ModelName = "digits-mlp"
     hidden: list[int] = Field(default_factory=lambda: [64, 32])
     activation: Literal["relu", "tanh"] = "relu"
     input_dim: int | None = Field(default=None, gt=0)
@@ -150,7 +155,7 @@ class EmulationSpec(BaseModel):
 
 class JobSpec(BaseModel):
     model_config = _Strict
-    job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    job_id: JobId
     holdout: Path
     normalization: Path | None = Field(
         default=None,

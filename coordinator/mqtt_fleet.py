@@ -38,6 +38,7 @@ from protocol import (
     Hello,
     InvalidTopic,
     JobState,
+    MalformedMessage,
     ModelRef,
     ProtocolError,
     StaleRound,
@@ -191,13 +192,19 @@ class MqttFleet(Fleet):
         self._gate(topic, payload)
 
     def _on_job_state(self, payload: object) -> None:
-        if not isinstance(payload, (bytes, bytearray)) or not payload:
-            return
+        if isinstance(payload, (bytes, bytearray)) and not payload:
+            return  # a retained state being cleared
+        topic = self.topics.job_state(self.job_id)
         try:
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise MalformedMessage(f"payload on {topic} is not bytes")
             env = decode(payload)
-        except ProtocolError:
+            if not isinstance(env.body, JobState):
+                raise StaleRound(f"{env.type} does not belong on a job's state topic")
+        except ProtocolError as exc:
+            self._gate.drop(exc, topic)
             return
-        if isinstance(env.body, JobState) and env.body.owner != self.session:
+        if env.body.owner != self.session:
             self._claims.append(env.body)
 
     def _sender_of(self, topic: str) -> str:

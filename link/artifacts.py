@@ -168,7 +168,10 @@ async def fetch_artifact(
     dest = Path(dest)
     if max_bytes is not None and size_bytes > max_bytes:
         raise ArtifactError(f"{url}: announced {size_bytes} bytes, above the limit of {max_bytes}")
-    scheme = urlsplit(url).scheme
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:  # "http://[::1": an unclosed IPv6 bracket
+        raise ArtifactError(f"{url!r:.200}: not a URL: {exc}") from exc
     if scheme == "file":
         source = _file_path(url)
         chunks = _file_chunks(source)

@@ -31,7 +31,7 @@ from typing import Any
 
 import aiomqtt
 
-from protocol import BrokerAddress
+from protocol import BrokerAddress, check_topic_name
 
 from ._backoff import Backoff
 from ._errors import BrokerUnavailable, ConnectionLost, LinkError, PublishTimeout
@@ -48,12 +48,16 @@ ConnectionHook = Callable[["MqttConnection"], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LastWill:
-    """The message the broker publishes for us when our connection is lost."""
+    """The message the broker publishes for us when our connection is lost.
+    :class:`~protocol.InvalidTopic` for a topic the broker would refuse."""
 
     topic: str
     payload: bytes
     qos: int = 1
     retain: bool = True
+
+    def __post_init__(self) -> None:
+        check_topic_name(self.topic)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,7 +142,9 @@ class MqttConnection:
         timeout: float | None = 10.0,
     ) -> None:
         """Publish and, for QoS > 0, wait for the broker's acknowledgement (``timeout`` seconds,
-        ``None`` for no limit)."""
+        ``None`` for no limit). :class:`~protocol.InvalidTopic` (not a :class:`LinkError`, so
+        nothing retries it) for a topic the broker would drop us for."""
+        check_topic_name(topic)
         call = self._client.publish(topic, payload, qos=qos, retain=retain, timeout=math.inf)
         await self._guarded(call, timeout, f"publish to {topic}")
 

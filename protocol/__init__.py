@@ -50,7 +50,14 @@ from ._messages import (
 )
 from ._shard import Shard, decode_shard, encode_shard
 from ._signing import ARTIFACT_STATEMENT_TAG, artifact_statement, sign_model_ref
-from ._topics import AGENT_ID_PATTERN, Topics, check_agent_id
+from ._topics import (
+    AGENT_ID_PATTERN,
+    ID_PATTERN,
+    Topics,
+    check_agent_id,
+    check_id,
+    check_topic_name,
+)
 
 __all__ = [
     "AGENT_ID_PATTERN",
@@ -60,6 +67,7 @@ __all__ = [
     "DEFAULT_MAX_UPDATE_NORM_RATIO",
     "ENVELOPE_BOUNDS",
     "FIELD_BOUNDS",
+    "ID_PATTERN",
     "MAP_BOUNDS",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
@@ -100,6 +108,8 @@ __all__ = [
     "artifact_statement",
     "check_agent_id",
     "check_bounds",
+    "check_id",
+    "check_topic_name",
     "check_update_norm",
     "check_weights_like",
     "decode",

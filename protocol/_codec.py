@@ -67,6 +67,9 @@ class Limits:
     max_header_bytes: int = 1024 * 1024
     max_arrays: int = 4096
     max_array_dims: int = 8
+    max_items: int = 65536
+    """Items in one list or map field (``label_counts``, ``participants``, ``profile``, ...):
+    a 2 MB ``Hello`` with two million labels otherwise cost the hyperFL planner a second a round."""
 
 
 DEFAULT_LIMITS = Limits()
@@ -360,6 +363,8 @@ def _field_codec(tp: Any, where: str) -> tuple[_Enc, _Dec]:
         def dec_tuple(v: Any, r: _Reader) -> tuple[Any, ...]:
             if not isinstance(v, list):
                 raise MalformedMessage(f"{where} must be a list")
+            if len(v) > r.limits.max_items:
+                raise PayloadTooLarge(f"{where} has {len(v)} items, over {r.limits.max_items}")
             return tuple(dec(item, r) for item in v)
 
         return (lambda v, w: [enc(item, w) for item in v]), dec_tuple
@@ -376,6 +381,8 @@ def _field_codec(tp: Any, where: str) -> tuple[_Enc, _Dec]:
         def dec_map(v: Any, r: _Reader) -> dict[str, Any]:
             if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
                 raise MalformedMessage(f"{where} must be a map with string keys")
+            if len(v) > r.limits.max_items:
+                raise PayloadTooLarge(f"{where} has {len(v)} items, over {r.limits.max_items}")
             return {k: value_dec(x) for k, x in v.items()}
 
         if value_type is float:  # NumPy scalars become plain floats on the wire

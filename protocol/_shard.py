@@ -8,9 +8,12 @@ files is the caller's business.
 from __future__ import annotations
 
 import io
+import math
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
@@ -61,9 +64,43 @@ def encode_shard(shard: Shard) -> bytes:
     return buf.getvalue()
 
 
+_MAX_INFLATION = 1032
+"""Deflate expands at most about 1032-fold; a member claiming more lies about its size."""
+
+
+def _check_member(member: IO[bytes], name: str, size: int) -> None:
+    """Refuse a ``.npy`` member whose header claims more bytes than the member holds, before
+    NumPy allocates them: a header of shape ``(10**11, 3)`` was a ``MemoryError``."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise MalformedMessage(f"{name}: .npy format {version} is not read here")
+    need = math.prod(shape) * dtype.itemsize
+    if need > size:
+        raise MalformedMessage(
+            f"{name}: its header claims shape {shape} of {dtype} ({need} bytes); it holds {size}"
+        )
+
+
 def decode_shard(data: bytes) -> Shard:
-    """Parse shard bytes; raises :class:`MalformedMessage` or :class:`InvalidArray` when wrong."""
+    """Parse shard bytes; raises :class:`MalformedMessage` or :class:`InvalidArray` when wrong.
+
+    A member's header is checked against the member's size before anything is allocated, so a
+    forged shape costs nothing."""
     try:
+        if zipfile.is_zipfile(io.BytesIO(data)):
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                for info in archive.infolist():
+                    if info.file_size > _MAX_INFLATION * info.compress_size + 1024:
+                        raise MalformedMessage(
+                            f"{info.filename}: claims {info.file_size} bytes from "
+                            f"{info.compress_size}, more than deflate can expand to"
+                        )
+                    with archive.open(info) as member:
+                        _check_member(member, info.filename, info.file_size)
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise MalformedMessage("not a shard archive: a bare .npy array, not an .npz")
@@ -72,7 +109,8 @@ def decode_shard(data: bytes) -> Shard:
             if names != ["x", "y"]:
                 raise MalformedMessage(f"a shard holds exactly arrays x and y, found {names}")
             x, y = archive["x"], archive["y"]
-    # zipfile refuses unsupported or encrypted members with NotImplementedError / RuntimeError.
+    # zipfile refuses unsupported or encrypted members with NotImplementedError / RuntimeError;
+    # NumPy's header parser can raise tokenize.TokenError and SyntaxError on a mangled header.
     except (
         OSError,
         ValueError,
@@ -81,6 +119,8 @@ def decode_shard(data: bytes) -> Shard:
         zlib.error,
         NotImplementedError,
         RuntimeError,
+        tokenize.TokenError,
+        SyntaxError,
     ) as exc:
         if isinstance(exc, MalformedMessage):
             raise

@@ -21,6 +21,7 @@ from .errors import (
     RomaError,
     ServeConfigError,
     Unauthorized,
+    UnsupportedEncoding,
 )
 from .serve import RomaRunner
 from .server import RomaServer
@@ -40,6 +41,7 @@ __all__ = [
     "ServeConfig",
     "ServeConfigError",
     "Unauthorized",
+    "UnsupportedEncoding",
     "load_model_config",
     "load_serve_config",
 ]

@@ -25,6 +25,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -40,6 +41,7 @@ from .errors import (
     PayloadTooLarge,
     RomaError,
     Unauthorized,
+    UnsupportedEncoding,
 )
 from .served import ServedModel
 from .server import RomaServer
@@ -60,6 +62,10 @@ SERVER: Final = web.AppKey("roma_server", RomaServer)
 _OFFLOAD_BYTES: Final = 64 << 10
 """Bodies above this are decoded off the event loop."""
 _VERSION: Final = "0.1.0"
+_ENCODINGS: Final = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
+"""``Content-Encoding`` values aiohttp decodes (``br``/``zstd`` when their library is
+installed; aiohttp answers 400 otherwise). It passes any other value through undecoded."""
+_VERSION_NUMBER: Final = re.compile(r"[0-9]{1,18}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -327,15 +333,23 @@ def _authorise(request: web.Request) -> None:
     token = _server(request).config.token
     if token is None:
         raise Unauthorized("repository control is off: the server was started without --token")
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    # aiohttp decodes header bytes that are not UTF-8 as surrogates; encode them back, exactly.
+    given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given, f"Bearer {token}".encode("utf-8", "surrogateescape")):
         _log.warning("refused repository control from %s: bad or no bearer token", request.remote)
         raise Unauthorized("repository control needs Authorization: Bearer <token>")
 
 
 async def _read_body(request: web.Request) -> bytes:
     """The request body, decoded under its ``Content-Encoding``; :class:`PayloadTooLarge` past
-    the limit, :class:`InferenceRequestError` when it does not decode."""
+    the limit, :class:`InferenceRequestError` when it does not decode and
+    :class:`UnsupportedEncoding` under a ``Content-Encoding`` that is not decoded here."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in _ENCODINGS:
+        raise UnsupportedEncoding(
+            f"Content-Encoding {encoding!r:.40} is not supported; use one of "
+            f"{', '.join(sorted(e for e in _ENCODINGS if e))}"
+        )
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
@@ -387,8 +401,15 @@ async def repository_load(request: web.Request) -> web.Response:
     version: int | None = None
     if isinstance(params, dict) and "version" in params:
         raw = params["version"]
-        if not (isinstance(raw, (str, int)) and str(raw).isdigit()):
-            raise InferenceRequestError("parameters.version must be a version number")
+        # ASCII digits only: str.isdigit() takes '²', which int() refuses; and int() refuses
+        # strings of over 4300 digits.
+        if isinstance(raw, bool) or not (
+            (isinstance(raw, int) and 0 <= raw < 10**18)
+            or (isinstance(raw, str) and _VERSION_NUMBER.fullmatch(raw))
+        ):
+            raise InferenceRequestError(
+                f"parameters.version must be a version number, got {raw!r:.40}"
+            )
         version = int(raw)
     served = await _server(request).load(request.match_info["model"], version)
     return web.json_response({"name": served.name, "version": served.version, "state": "READY"})

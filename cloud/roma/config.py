@@ -28,11 +28,20 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from protocol import Topics
 
 from .errors import ServeConfigError
 from .runtime import RuntimeName
@@ -48,7 +57,7 @@ __all__ = [
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Normalization(_Strict):
@@ -146,8 +155,9 @@ class ServeConfig(_Strict):
     verify_key: Path | None = None
     """Ed25519 public key (PEM): a published model is installed only when every artifact of its
     ``ModelRef`` carries a signature of this key (:mod:`link.signing`); ``None``: unchecked."""
-    prefix: str = "hf/v1"
-    """The topic prefix the coordinator publishes under."""
+    prefix: Annotated[str, AfterValidator(lambda p: Topics(p).prefix)] = "hf/v1"
+    """The topic prefix the coordinator publishes under (checked as :class:`protocol.Topics`
+    checks it: no ``+``/``#``, control characters or NUL)."""
     stats_period_s: float = Field(default=5.0, gt=0, le=3600)
     """With a broker: publish each model's serving stats (retained ``serving/{model}/stats``,
     for ``hyperfleet monitor``) this often."""

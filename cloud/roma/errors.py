@@ -4,7 +4,8 @@
 
     RomaError
     ├── InferenceRequestError     the request is wrong: fix it (HTTP 400)
-    │   └── PayloadTooLarge       the body is over the server's limit (HTTP 413)
+    │   ├── PayloadTooLarge       the body is over the server's limit (HTTP 413)
+    │   └── UnsupportedEncoding   a Content-Encoding the server does not decode (HTTP 415)
     ├── ModelNotFound             no such model or version (HTTP 404)
     ├── ModelUnavailable          known but not ready to serve (HTTP 503)
     ├── Overloaded                shed: retry after ``retry_after_s`` (HTTP 429)
@@ -32,6 +33,7 @@ __all__ = [
     "RomaError",
     "ServeConfigError",
     "Unauthorized",
+    "UnsupportedEncoding",
 ]
 
 
@@ -49,6 +51,12 @@ class InferenceRequestError(RomaError, ValueError):
 
 class PayloadTooLarge(InferenceRequestError):
     status = 413
+
+
+class UnsupportedEncoding(InferenceRequestError):
+    """A request body under a ``Content-Encoding`` the server does not decode."""
+
+    status = 415
 
 
 class ModelNotFound(RomaError, LookupError):

@@ -69,7 +69,11 @@ class ModelRepository:
         folder = self.root / check_name(name)
         if not folder.is_dir():
             raise ModelNotFound(f"no model named {name!r} in the repository")
-        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        return sorted(
+            int(p.name)
+            for p in folder.iterdir()
+            if p.is_dir() and p.name.isascii() and p.name.isdigit()  # not '²': int() refuses it
+        )
 
     def config(self, name: str) -> ModelConfig:
         return load_model_config(

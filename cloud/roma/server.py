@@ -170,6 +170,9 @@ class RomaServer:
         workers load and warm up before the swap; if that fails the version serving now keeps
         serving, the entry records why and :class:`ModelLoadError`/:class:`RepositoryError` is
         raised."""
+        # An unknown or unsafe name is refused before it leaves a trace (an entry, a lock).
+        if name not in self.entries:
+            self.repository.versions(name)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             entry = self.entries.setdefault(name, ModelEntry(name=name))
@@ -219,7 +222,9 @@ class RomaServer:
             return new
 
     async def unload(self, name: str) -> None:
-        """Stop serving ``name`` (queued requests finish first)."""
+        """Stop serving ``name`` (queued requests finish first); :class:`ModelNotFound` for a
+        model this server never loaded."""
+        self.entry(name)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             entry = self.entry(name)

@@ -136,7 +136,8 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
         if isinstance(d, bool) or not isinstance(d, int) or d < 0:
             raise _fail(f"{where}.shape must hold non-negative integers, got {value!r}")
         dims.append(d)
-    if math.prod(dims) > _MAX_ELEMENTS:
+    # Zero dimensions count as one: [0, 2**62] holds no element, but no array can have its shape.
+    if math.prod(max(d, 1) for d in dims) > _MAX_ELEMENTS:
         raise _fail(f"{where}.shape {dims} has more than {_MAX_ELEMENTS} elements")
     return tuple(dims)
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 from faults.procstack import Stack
+from roma.conftest import digits_models, roma_server
+
+__all__ = ["digits_models", "roma_server"]  # ROMA's fixtures, for test_http_garbage.py
 
 
 @pytest.fixture

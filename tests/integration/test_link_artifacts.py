@@ -133,3 +133,15 @@ def test_unsupported_urls_and_unreachable_servers_are_artifact_errors(tmp_path: 
             fetch_artifact("http://127.0.0.1:9/x", sha256=DIGEST, size_bytes=1, dest=tmp_path / "x")
         )
     assert isinstance(caught.value.__cause__, aiohttp.ClientError)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://[::1]:99999/x", "http://h:port/x", "https://\x00/x", ""]
+)
+def test_a_malformed_url_is_an_artifact_error(tmp_path: Path, url: str) -> None:
+    """Issue 17: ``http://[::1`` raised a bare ValueError out of fetch_artifact; a ModelRef
+    retained with it ended ROMA's model follower (its install loop catches RomaError only)."""
+    with pytest.raises(ArtifactError):
+        asyncio.run(
+            fetch_artifact(url, sha256=DIGEST, size_bytes=1, dest=tmp_path / "x", timeout=5)
+        )

@@ -13,7 +13,7 @@ import pytest
 from hyperfleet.broker import RunningBroker, start_broker
 from link import Backoff, PublishTimeout
 from link.mqtt import LastWill, MqttConnection, MqttSession, TlsFiles, mqtt_client
-from protocol import BrokerAddress, parse_broker_url
+from protocol import BrokerAddress, InvalidTopic, parse_broker_url
 
 LIVENESS_S = 5.0  # a generous bound: the loop must end, not be fast
 
@@ -193,3 +193,29 @@ def test_tls_files_need_an_mqtts_broker() -> None:
         mqtt_client(parse_broker_url("mqtts://h"), identifier="x")  # the system CA bundle
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("bad", ["a\tb", "a\x00b", "a/+", "a/#", "a\udcffb"])
+def test_a_topic_the_broker_would_drop_us_for_is_refused_before_it_is_sent(
+    broker_url: str, unique_topic_prefix: str, bad: str
+) -> None:
+    """Issue 17 §6: Mosquitto drops a client that publishes to such a topic, and the queued
+    message goes again on every reconnect, forever. Now: InvalidTopic, and the link stays up."""
+    probe = Probe(parse_broker_url(broker_url), f"{unique_topic_prefix}/ok")
+
+    async def scenario() -> tuple[int, tuple[str, object]]:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(probe.session.run())
+            await wait_until(lambda: probe.connects == 1)
+            with pytest.raises(InvalidTopic):
+                await probe.session.publish(f"{unique_topic_prefix}/{bad}", b"x", timeout=5)
+            await probe.session.publish(f"{unique_topic_prefix}/ok", b"fine", timeout=5)
+            got = await asyncio.wait_for(probe.received.get(), 5)
+            task.cancel()
+        return probe.connects, got
+
+    connects, got = asyncio.run(scenario())
+    assert connects == 1
+    assert got == (f"{unique_topic_prefix}/ok", b"fine")
+    with pytest.raises(InvalidTopic):
+        LastWill(topic=f"{unique_topic_prefix}/{bad}", payload=b"")

@@ -1188,3 +1188,21 @@ def test_a_model_ref_without_normalization_still_decodes() -> None:
     body = decode(pack_frame(header)).body
     assert isinstance(body, ModelRef)
     assert body.normalization is None
+
+
+@pytest.mark.parametrize("field", ["label_counts", "runtimes", "profile"])
+def test_a_list_or_map_field_over_max_items_is_oversize(field: str) -> None:
+    """Issue 17: a 2 MB Hello with two million label counts decoded, and the hyperFL planner
+    then walked every label for every candidate, every round."""
+    values: dict[str, Any] = {
+        "label_counts": tuple([1] * 65_537),
+        "runtimes": ("numpy",) * 65_537,
+        "profile": {f"k{i}": 1.0 for i in range(65_537)},
+    }
+    hello = Hello(
+        device_class="x", arch="x86_64", cores=1, memory_bytes=1, **{field: values[field]}
+    )
+    frame = encode(new_envelope(hello, sender="a1"))
+    with pytest.raises(PayloadTooLarge, match="items"):
+        decode(frame)
+    assert isinstance(decode(frame, limits=Limits(max_items=70_000)).body, Hello)

@@ -450,3 +450,12 @@ def test_a_bad_fleet_emulation_table_is_named(tmp_path: Path, line: str, message
 def test_mixed_50_emulates_a_mobilenet_class_update_and_small_4_the_real_size() -> None:
     assert load_fleet("mixed-50").emulation.model_wire_bytes == 14_000_000
     assert load_fleet("small-4").emulation.model_wire_bytes is None
+
+
+@pytest.mark.parametrize("key", ["train_rate", "uplink_mbps", "rtt_ms"])
+def test_an_infinite_emulation_figure_is_refused_at_load(tmp_path: Path, key: str) -> None:
+    """Issue 17: ``train_rate = inf`` passed ``> 0``; the hello announcing it was then dropped
+    by every receiver as ``non_finite``, and the agent never joined."""
+    text = re.sub(rf"^{key} = .*$", f"{key} = inf", VALID_CLASS.format(name="inf-dev"), flags=re.M)
+    with pytest.raises(ConfigError, match=f"emulation.{key}': Input should be a finite number"):
+        load_device_class(write_class(tmp_path, "inf-dev", text))

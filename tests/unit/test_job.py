@@ -241,3 +241,28 @@ def test_one_number_normalises_every_feature(tmp_path: Path) -> None:
     stats = load_normalization(path)
     assert stats is not None
     assert stats.offset == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("constraints", "time_budget_s"),
+        ("rounds", "round_timeout_s"),
+        ("rounds", "learning_rate"),
+        ("rounds", "wait_for_agents_s"),
+    ],
+)
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_toml_infinities_and_nan_are_refused_by_name(
+    tmp_path: Path, table: str, key: str, value: str
+) -> None:
+    """Issue 17: TOML writes ``inf`` and ``nan``, and ``inf`` passed every ``> 0`` check: an
+    endless time budget, or instruction budgets that agents drop as ``non_finite``."""
+    if table == "constraints":
+        text = MINIMAL.replace("time_budget_s = 300", f"{key} = {value}")
+    else:
+        text = MINIMAL + f"\n[{table}]\n{key} = {value}\n"
+    with pytest.raises(
+        JobConfigError, match=rf"{table}\.{key}: Input should be (a finite number|greater)"
+    ):
+        load_job(job_file(tmp_path, text))

@@ -4,10 +4,13 @@ Triton's binary data extension)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cloud.roma.errors import InferenceRequestError
 from cloud.roma.v2 import (
@@ -103,3 +106,65 @@ def test_json_that_nests_too_deeply_or_has_nan_is_refused_by_name() -> None:
         parse_infer_request(b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(InferenceRequestError, match="not valid JSON"):
         parse_infer_request(b'{"inputs": [{"name": "x", "data": [NaN]}]}')
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_a_shape_with_a_zero_and_a_huge_dimension_is_refused_not_a_500(binary: bool) -> None:
+    """Issue 17: ``[0, 2**62]`` holds no element, so the element count passed, and reshaping to it
+    raised a bare ValueError: HTTP 500. A zero dimension now counts as one."""
+    tensor: dict[str, object] = {"name": "x", "shape": [0, 2**62], "datatype": "FP32"}
+    if binary:
+        tensor["parameters"] = {"binary_data_size": 0}
+    else:
+        tensor["data"] = []
+    body = json.dumps({"inputs": [tensor]}).encode()
+    with pytest.raises(InferenceRequestError, match="elements"):
+        parse_infer_request(body, header_length=len(body) if binary else None)
+
+
+_KEYS = ["name", "shape", "datatype", "data", "parameters", "binary_data_size", "binary_data"]
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
+    lambda c: (
+        st.lists(c, max_size=5)
+        | st.dictionaries(st.sampled_from([*_KEYS, "inputs", "outputs", "id"]), c, max_size=5)
+    ),
+    max_leaves=20,
+)
+_tensors = st.fixed_dictionaries(
+    {
+        "name": st.text(min_size=1, max_size=3),
+        "datatype": st.sampled_from(["FP32", "FP16", "INT8", "UINT64", "BOOL", "BF16"]),
+        "shape": st.lists(st.integers(0, 2**63) | st.integers(0, 5), max_size=4),
+    },
+    optional={
+        "data": _json_values
+        | st.lists(st.integers(-(2**65), 2**65) | st.floats(allow_nan=False) | st.booleans()),
+        "parameters": st.fixed_dictionaries(
+            {}, optional={"binary_data_size": st.integers(-2, 2**63)}
+        ),
+    },
+)
+_documents = st.fixed_dictionaries(
+    {"inputs": st.lists(_tensors, max_size=3)},
+    optional={"outputs": _json_values, "parameters": _json_values, "id": _json_values},
+)
+
+
+@settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(doc=_documents | _json_values, tail=st.binary(max_size=64), binary=st.booleans())
+def test_generated_requests_parse_or_raise_inference_request_error(
+    doc: object, tail: bytes, binary: bool
+) -> None:
+    """Issue 17: whatever the JSON, a request or an InferenceRequestError (HTTP 4xx), never
+    another exception (HTTP 500); run longer, this found the ``[0, 2**62]`` shape."""
+    head = json.dumps(doc).encode()
+    body = head + tail if binary else head
+    with contextlib.suppress(InferenceRequestError):  # anything else escapes: a failure
+        parse_infer_request(body, header_length=len(head) if binary else None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import random
 import zipfile
 from typing import Any
 
@@ -227,3 +229,54 @@ def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes) -> None:
     for candidate in (data, b"PK\x03\x04" + data, SAMPLE[: len(SAMPLE) // 2] + data):
         outcome = decode_outcome(candidate)
         assert isinstance(outcome, (Shard, MalformedMessage, InvalidArray, NonFiniteValues))
+
+
+def _forged(shape: str, payload: bytes = b"\0" * 60) -> bytes:
+    """A shard whose ``x.npy`` header claims ``shape`` over ``payload``."""
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"
+    header = header.ljust(117) + "\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr(
+            "x.npy",
+            b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + payload,
+        )
+        archive.writestr("y.npy", b"")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "shape", ["(100000000000, 3)", "(0, 100000000000000000000)", "(2**40, 2**40)"]
+)
+def test_a_header_claiming_more_than_the_member_holds_is_refused_before_allocating(
+    shape: str,
+) -> None:
+    """Issue 17: NumPy allocated what the header claimed (1.1 TiB here): a MemoryError."""
+    with pytest.raises(MalformedMessage):
+        decode_shard(_forged(shape))
+
+
+def test_a_member_claiming_more_than_deflate_can_expand_is_refused() -> None:
+    data = bytearray(
+        encode_shard(Shard(x=np.ones((4, 3), np.float32), y=np.arange(4, dtype=np.int64)))
+    )
+    # the central directory's uncompressed size of the first member: 2**31 (stored, so the
+    # compressed size stays ~200 bytes)
+    directory = data.rindex(b"PK\x01\x02")
+    data[directory + 24 : directory + 28] = (2**31).to_bytes(4, "little")
+    with pytest.raises(MalformedMessage, match="more than deflate"):
+        decode_shard(bytes(data))
+
+
+def test_mutated_shards_give_a_shard_or_a_protocol_error() -> None:
+    good = encode_shard(Shard(x=np.ones((5, 3), np.float32), y=np.arange(5, dtype=np.int64)))
+    rng = random.Random(17)
+    for _ in range(3000):
+        data = bytearray(good)
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(len(data))]
+        for _ in range(rng.randint(0, 6)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        with contextlib.suppress(ProtocolError):  # anything else escapes and fails the test
+            decode_shard(bytes(data))
