@@ -178,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Late replies dropped as stale are expected here (counted in each job's outcome).
+    logging.getLogger("link._gate").setLevel(logging.ERROR)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     names = [c for c in args.contenders.split(",") if c]
     for n in names:
@@ -245,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if t.best is not None
             }
             for n, t in tuning.items():
-                print(f"  tuning {n}: {'FAILED TUNING' if t.failed else t.best}", flush=True)
+                said = f"NOT RUN ({t.not_run})" if t.not_run else t.best or "FAILED TUNING"
+                print(f"  tuning {n}: {said}", flush=True)
             eval_runs: list[RunResult] = []
             infeasible_runs: list[RunResult] = []
             for i, seed in enumerate(eval_seeds):
@@ -255,7 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     r = run_one(n, trial(seed, f"eval-{n}-{seed}"), chosen[n])
                     eval_runs.append(r)
                     print(show(r), flush=True)
-                if args.infeasible and REFERENCE in chosen:
+                if args.infeasible and REFERENCE in configs:
+                    # The planner's verdicts are judged even when its tuning failed: then with
+                    # the first configuration tried.
+                    ref_config = chosen.get(REFERENCE, configs[REFERENCE][0])
                     for label, t_, b_ in (
                         ("target-0.99", 0.99, budget),
                         ("budget-30s", target, 30.0),
@@ -264,16 +270,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                             REFERENCE,
                             trial(seed, f"infeasible-{label}-{seed}", target=t_, budget_s=b_,
                                   on_infeasible="stop"),
-                            chosen[REFERENCE],
+                            ref_config,
                         )  # fmt: skip
                         infeasible_runs.append(r)
                         print(f"  infeasible {label}: declared at {r.infeasible_at_s}", flush=True)
             summaries = {n: summarise(n, eval_runs) for n in names if n in chosen}
             ratio_report = ratios(summaries, tuning)
             for n, t in tuning.items():
-                if t.failed:
+                if t.failed or t.not_run:
                     ratio_report["not_compared"].setdefault(
-                        n, "failed tuning: no configuration reached the target on the tuning seeds"
+                        n,
+                        f"not run: {t.not_run}"
+                        if t.not_run
+                        else "failed tuning: no configuration reached the target on the tuning seeds",
                     )
             infeasibility = infeasibility_report(
                 infeasible_runs, [r for r in eval_runs if r.contender == REFERENCE]

@@ -10,7 +10,8 @@ Rules (issue 16):
   over the tuning seeds, a seed that never reached the target counting as infinite (so with two
   tuning seeds both must reach it); the best configuration is the lowest score, ties broken by
   bytes moved. A contender none of whose configurations has a finite score is a **failed
-  tuning**: said in the output, never turned into a lower bound;
+  tuning**: said in the output, never turned into a lower bound. One that could not run at all
+  (every run an error, e.g. a missing engine mode) is **not run**, with the reason;
 - **ratios** only between contenders whose evaluation median is finite (the target reached on
   more than half the evaluation seeds) and who did not fail tuning; never hand-computed;
 - **checks** of the issue's targets: hyperFL's median time to target >= 2x shorter than the best
@@ -105,16 +106,20 @@ class TuningOutcome:
     """The chosen configuration's key; ``None``: a failed tuning."""
     scores: Mapping[str, float]
     """Configuration -> upper-median time to target over the tuning seeds (``inf``: missed)."""
+    not_run: str = ""
+    """Why no tuning run ran at all ("" when some did): a contender that could not run is not
+    a failed tuning."""
 
     @property
     def failed(self) -> bool:
-        return self.best is None
+        return self.best is None and not self.not_run
 
     def to_json(self) -> dict[str, Any]:
         return {
             "contender": self.contender,
             "best": self.best,
             "failed_tuning": self.failed,
+            "not_run": self.not_run,
             "scores": {k: (None if math.isinf(v) else v) for k, v in self.scores.items()},
         }
 
@@ -122,9 +127,13 @@ class TuningOutcome:
 def pick_config(contender: str, runs: Sequence[RunResult]) -> TuningOutcome:
     """The best configuration of ``contender`` from its tuning ``runs`` (see the module rules).
     Runs of other contenders are ignored."""
+    mine = [r for r in runs if r.contender == contender]
+    if mine and all(r.error for r in mine):
+        errors = sorted({r.error for r in mine})
+        return TuningOutcome(contender=contender, best=None, scores={}, not_run="; ".join(errors))
     by: dict[str, list[RunResult]] = {}
-    for r in runs:
-        if r.contender == contender:
+    for r in mine:
+        if not r.error:
             by.setdefault(r.config, []).append(r)
     scores: dict[str, float] = {}
     bytes_: dict[str, float] = {}
@@ -229,6 +238,8 @@ def ratios(
 
 def _why_not(name: str, s: ContenderSummary | None, tuning: Mapping[str, TuningOutcome]) -> str:
     t = tuning.get(name)
+    if t is not None and t.not_run:
+        return f"not run: {t.not_run}"
     if t is not None and t.failed:
         return "failed tuning: no configuration reached the target on the tuning seeds"
     if s is None or s.runs == 0:

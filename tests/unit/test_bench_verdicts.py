@@ -225,3 +225,16 @@ def test_checks_are_undecided_when_nothing_can_be_compared() -> None:
     assert checks[3].passed is None
     assert checks[3].note == "no infeasible run"
     assert "UNDECIDED" in checks[0].line()
+
+
+def test_a_contender_that_could_not_run_is_not_run_rather_than_a_failed_tuning() -> None:
+    runs = [run("fedbuff", 1, None, error="engine has no async mode")]
+    outcome = pick_config("fedbuff", runs)
+    assert not outcome.failed
+    assert outcome.not_run == "engine has no async mode"
+    summaries = {
+        "hyperfl": summarise("hyperfl", [run("hyperfl", 0, 10.0)]),
+        "fedbuff": summarise("fedbuff", []),
+    }
+    report = ratios(summaries, {"fedbuff": outcome})
+    assert report["not_compared"] == {"fedbuff": "not run: engine has no async mode"}
