@@ -170,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=None, help="device seconds; default: task's")
     p.add_argument("--room", type=float, default=2.0, help="baselines run this x the budget")
     p.add_argument("--model-wire-bytes", type=int, default=None, help="default: the task's")
+    p.add_argument("--fleet", default=None, help="another fleet for every task (smoke runs)")
     p.add_argument("--infeasible", action="store_true", help="also run infeasible budgets")
     p.add_argument("--work", type=Path, default=Path("/tmp/hyperfleet-bench-tta"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -206,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with start_broker(prefer="auto", workdir=args.work) as broker:
         for task_name in [t for t in args.tasks.split(",") if t]:
             task = TASKS[task_name]
+            if args.fleet:
+                task = dataclasses.replace(task, fleet=args.fleet)
             target = args.target if args.target is not None else task.target
             budget = args.budget if args.budget is not None else task.budget_s
             wire = (
@@ -215,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
             def trial(seed: int, label: str, **kw: Any) -> Trial:
-                data = prepare_data(task, seed, args.work / task.name / f"data-{seed}")  # noqa: B023
+                data = prepare_data(task, seed, args.work / task.name / f"{task.fleet}-data-{seed}")  # noqa: B023
                 fields: dict[str, Any] = dict(
                     task=task,  # noqa: B023
                     seed=seed,

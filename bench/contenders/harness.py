@@ -198,7 +198,10 @@ def job_document(
     trial's target and budget (scaled to wall seconds), then ``overrides`` merged table by
     table. Durations in ``overrides`` are device seconds; this scales ``rounds.round_timeout_s``
     and ``planner.oort.deadline_s``."""
+    from agent.device_class import load_fleet
+
     s = trial.time_scale
+    fleet_size = load_fleet(trial.task.fleet).total
     doc: dict[str, Any] = {
         "job_id": f"{contender}-{trial.seed}",
         "holdout": str((trial.data / "holdout.npz").resolve()),
@@ -211,7 +214,7 @@ def job_document(
             "batch_size": trial.task.batch_size,
             "learning_rate": 0.1,
             "local_epochs": 1,
-            "min_agents": 20,
+            "min_agents": min(20, max(1, fleet_size // 2)),
             "wait_for_agents_s": 30 + 60 * s,
             "round_timeout_s": 60.0,
         },
