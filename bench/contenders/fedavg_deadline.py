@@ -25,8 +25,9 @@ def grid(task: Task) -> list[dict[str, Any]]:
     ]
 
 
-def run(trial: Trial, config: Mapping[str, Any]) -> RunResult:
-    overrides = {
+def overrides(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The job-file tables this contender's configuration sets (durations in device seconds)."""
+    return {
         "planner": {"name": "uniform"},
         "rounds": {
             "learning_rate": config["learning_rate"],
@@ -36,4 +37,7 @@ def run(trial: Trial, config: Mapping[str, Any]) -> RunResult:
             "cut_work_at_deadline": True,
         },
     }
-    return run_hyperfleet_job(trial, contender=name, config=config, overrides=overrides)
+
+
+def run(trial: Trial, config: Mapping[str, Any]) -> RunResult:
+    return run_hyperfleet_job(trial, contender=name, config=config, overrides=overrides(config))

@@ -23,6 +23,7 @@ import sys
 import time
 import tomllib
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,6 +335,10 @@ def summarise_outcome(
         extra={
             "wall_s": wall_s,
             "failures_per_round": [len(r.failures) for r in hist],
+            "failure_reasons": dict(
+                Counter(why.split(":")[0] for r in hist for why in r.failures.values())
+            ),
+            "agents_offered_per_round": [r.plan.get("available") for r in hist],
             "emulation_overrun_share": fidelity.get("overrun_share"),
             "emulation_replies": fidelity.get("replies_total"),
         },

@@ -23,14 +23,18 @@ def grid(task: Task) -> list[dict[str, Any]]:
     ]
 
 
-def run(trial: Trial, config: Mapping[str, Any]) -> RunResult:
-    overrides = {
+def overrides(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The job-file tables this contender's configuration sets (durations in device seconds)."""
+    return {
         "planner": {"name": "hyperfl", "max_local_epochs": config["max_local_epochs"]},
         "rounds": {
             "learning_rate": config["learning_rate"],
             "participants": config["participants"],
         },
     }
+
+
+def run(trial: Trial, config: Mapping[str, Any]) -> RunResult:
     return run_hyperfleet_job(
-        trial, contender=name, config=config, overrides=overrides, baseline=False
+        trial, contender=name, config=config, overrides=overrides(config), baseline=False
     )
