@@ -39,9 +39,11 @@ def run(trial: Trial, config: Mapping[str, Any]) -> RunResult:
             "the Flower ClientApp does not emulate model_wire_bytes yet: run with "
             "--model-wire-bytes 0 to compare with Flower"
         )
+    from agent.device_class import load_fleet
     from bench.flower_contender import run_flower
 
     scale = trial.time_scale
+    nodes = load_fleet(trial.task.fleet).total  # as hyperfleet's planners: no more than exist
     out = run_flower(
         seed=trial.seed,
         shards_dir=trial.data / "shards",
@@ -50,7 +52,7 @@ def run(trial: Trial, config: Mapping[str, Any]) -> RunResult:
         time_scale=scale,
         target_accuracy=trial.target,
         time_budget_s=trial.budget_s * trial.room * scale,
-        clients_per_round=int(config["participants"]),
+        clients_per_round=min(int(config["participants"]), nodes),
         local_epochs=int(config["local_epochs"]),
         batch_size=trial.task.batch_size,
         learning_rate=float(config["learning_rate"]),
