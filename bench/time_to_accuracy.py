@@ -239,8 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             configs = {n: tuning_configs(n, task, args.tuning_configs, 0) for n in names}
             for seed in tuning_seeds:
                 for n in names:
-                    for cfg in configs[n]:
-                        r = run_one(n, trial(seed, f"tune-{n}-{seed}"), cfg)
+                    for i, cfg in enumerate(configs[n]):
+                        r = run_one(n, trial(seed, f"tune-{n}-{seed}-{i}"), cfg)
                         tuning_runs.append(r)
                         print(show(r), flush=True)
             tuning = {n: pick_config(n, tuning_runs) for n in names}

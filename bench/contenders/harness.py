@@ -13,7 +13,6 @@ device is never sampled by any hyperfleet contender (the registry only offers li
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import shutil
@@ -24,8 +23,8 @@ import time
 import tomllib
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,7 +111,6 @@ class Trial:
     work: Path
     on_infeasible: str = "continue"
     model_wire_bytes: int = 0
-    log: Callable[[str], None] = field(default=lambda line: None)
 
 
 class Contender(Protocol):
@@ -359,7 +357,3 @@ def failed_run(trial: Trial, contender: str, config: Mapping[str, Any], why: str
         agent_seconds=0.0,
         error=why,
     )
-
-
-def replace_trial(trial: Trial, **changes: Any) -> Trial:
-    return dataclasses.replace(trial, **changes)
