@@ -201,5 +201,5 @@ def train(msg: Message, context: Context) -> Message:
         compute_s,
         real_s,
     )
-    reply = RecordDict({"arrays": ArrayRecord(fit.weights), "metrics": metrics})
+    reply = RecordDict({"arrays": ArrayRecord(list(fit.weights)), "metrics": metrics})
     return Message(reply, reply_to=msg)
