@@ -26,6 +26,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -37,7 +38,7 @@ from agent.emulation import DeviceEmulator
 from agent.numpy_trainer import NumpyTrainer
 from protocol import TrainConfig
 
-__all__ = ["FleetMember", "app", "fleet_member"]
+__all__ = ["FleetMember", "app", "fleet_member", "member_online"]
 
 # The Grid stops pulling replies once ``timeout`` has passed since it pushed the round's messages;
 # a silent member wakes just after that, so its late error reply is never read and its SuperNode
@@ -112,6 +113,34 @@ def _silent_until_timeout(msg: Message, round_timeout_s: float, reason: str) -> 
     wake_at = msg.metadata.created_at + round_timeout_s + _PAST_TIMEOUT_S
     time.sleep(max(0.0, wake_at - time.time()))
     return Message(Error(code=_DROPPED, reason=reason), reply_to=msg)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Which fleet member this SuperNode plays: the ServerApp asks once, before round 1, so that
+    it samples only members online at the time (:func:`member_online`), as hyperfleet's registry
+    offers only live agents."""
+    index = int(context.node_config["partition-id"])
+    return Message(RecordDict({"member": MetricRecord({"partition-id": index})}), reply_to=msg)
+
+
+def member_online(run: Any, index: int) -> bool:
+    """Whether fleet member ``index`` is online now, by the emulator its ClientApp would build
+    (same seed, same shared clock): what a SuperLink would know from a device's connection."""
+    member = fleet_member(
+        fleet=str(run["fleet"]),
+        shards_dir=Path(str(run["shards-dir"])),
+        seed=int(run["seed"]),
+        index=index,
+    )
+    emulator = _emulator(
+        load_device_class(member.device_class).emulation,
+        seed=int(run["seed"]),
+        agent_id=member.agent_id,
+        scale=float(run["time-scale"]),
+        origin=float(run["clock-origin"]),
+    )
+    return emulator.online()
 
 
 @app.train()
