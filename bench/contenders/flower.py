@@ -4,8 +4,10 @@ device emulation inside its ClientApp (:mod:`bench.flower_contender`). Any numbe
 trial is one full Flower deployment, started and torn down.
 
 Flower's clients are not told a deadline: like contender (b), the server waits up to
-``timeout_s`` for its sampled clients. Its ClientApp trains with the NumPy trainer, so it runs
-dense models only: on the CNN task it is recorded as unavailable.
+``timeout_s`` for its sampled clients, sampling only members online at the time (as hyperfleet's
+registry offers only live agents). Transfers take the time of the trial's ``model_wire_bytes``
+when set. Its ClientApp trains with the NumPy trainer, so it runs dense models only: on the CNN
+task it is recorded as unavailable.
 
 Grid: learning rate x local epochs x clients per round x timeout."""
 
@@ -34,11 +36,6 @@ def run(trial: Trial, config: Mapping[str, Any]) -> RunResult:
         raise ContenderUnavailable(
             "Flower's ClientApp here trains with hyperfleet's NumPy trainer: dense models only"
         )
-    if trial.model_wire_bytes > 0:
-        raise ContenderUnavailable(
-            "the Flower ClientApp does not emulate model_wire_bytes yet: run with "
-            "--model-wire-bytes 0 to compare with Flower"
-        )
     from agent.device_class import load_fleet
     from bench.flower_contender import run_flower
 
@@ -58,6 +55,7 @@ def run(trial: Trial, config: Mapping[str, Any]) -> RunResult:
         learning_rate=float(config["learning_rate"]),
         round_timeout_s=float(config["timeout_s"]) * scale,
         work_dir=trial.work,
+        model_wire_bytes=trial.model_wire_bytes,
     )
     curve = tuple((float(t) / scale, float(acc)) for t, acc in out["curve"])
     reached = time_to_target(curve, trial.target)

@@ -175,7 +175,9 @@ def train(msg: Message, context: Context) -> Message:
     arrays = msg.content["arrays"]
     assert isinstance(arrays, ArrayRecord)
     weights = arrays.to_numpy_ndarrays()
-    download_s = emulator.transfer_s(sum(w.nbytes for w in weights), spec.downlink_mbps)
+    # The emulated payload per transfer (the fleet's model_wire_bytes) when set, else the real one.
+    wire = int(run.get("model-wire-bytes", 0))
+    download_s = emulator.transfer_s(wire or sum(w.nbytes for w in weights), spec.downlink_mbps)
     time.sleep(download_s)
 
     config = msg.content["config"]
@@ -205,7 +207,7 @@ def train(msg: Message, context: Context) -> Message:
         return Message(Error(code=_NO_STEPS, reason="no examples to train on"), reply_to=msg)
     if not all(np.isfinite(w).all() for w in fit.weights) or not np.isfinite(fit.loss):
         return Message(Error(code=_DIVERGED, reason=f"diverged (loss {fit.loss})"), reply_to=msg)
-    upload_s = emulator.transfer_s(sum(w.nbytes for w in fit.weights), spec.uplink_mbps)
+    upload_s = emulator.transfer_s(wire or sum(w.nbytes for w in fit.weights), spec.uplink_mbps)
     time.sleep(upload_s)
 
     metrics = MetricRecord(
