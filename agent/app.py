@@ -20,7 +20,7 @@ from .numpy_trainer import NumpyTrainer
 from .probe import Capabilities, probe_capabilities
 from .trainer import Trainer
 
-__all__ = ["RuntimeChoice", "choose_trainer", "create_agent", "read_shard"]
+__all__ = ["RuntimeChoice", "announced_runtimes", "choose_trainer", "create_agent", "read_shard"]
 
 _log = logging.getLogger(__name__)
 RuntimeChoice = Literal["auto", "keras", "numpy"]
@@ -53,6 +53,15 @@ def choose_trainer(
     return NumpyTrainer(shard)
 
 
+def announced_runtimes(caps: Capabilities, trainer: Trainer) -> Capabilities:
+    """``caps`` with the runtimes the agent will *train* with: Keras only when its trainer is
+    Keras. An agent on the NumPy trainer (by choice or by device class) says so in its hello,
+    even where TensorFlow happens to be installed, so the coordinator never sends it a model
+    only Keras can train (a CNN)."""
+    runtimes = tuple(r for r in caps.runtimes if r != "keras" or trainer.name == "keras")
+    return dataclasses.replace(caps, runtimes=runtimes)
+
+
 def create_agent(
     settings: AgentSettings,
     *,
@@ -73,10 +82,11 @@ def create_agent(
     labels = (
         tuple(int(c) for c in np.bincount(shard.y)) if share_label_counts and len(shard) else ()
     )
+    trainer = choose_trainer(runtime, device, caps, shard)
     return Agent(
         settings=settings,
-        trainer=choose_trainer(runtime, device, caps, shard),
-        capabilities=caps,
+        trainer=trainer,
+        capabilities=announced_runtimes(caps, trainer),
         num_examples=len(shard),
         label_counts=labels,
         software=software,

@@ -365,6 +365,7 @@ def run_flower(
     startup_timeout_s: float | None = None,
     model_json: str | None = None,
     initial_weights: Sequence[npt.NDArray[Any]] | None = None,
+    model_wire_bytes: int = 0,
 ) -> dict[str, Any]:
     """Train the job with Flower's own FedAvg on Flower's deployment runtime; see the module.
 
@@ -374,7 +375,9 @@ def run_flower(
     ``time_budget_s`` counts from the start of round 1; the whole call also includes installing
     (once), starting the federation and tearing it down.
     ``startup_timeout_s`` bounds the time from launching the SuperLink to round 1 (default:
-    60 s + 8 s per SuperNode).
+    60 s + 8 s per SuperNode). ``model_wire_bytes`` > 0: every download and upload takes the
+    time that many bytes would on the device's link (bytes moved still count the real model,
+    as hyperfleet's coordinator counts them).
 
     Raises:
         FlowerError: Flower could not be set up, or its run ended without results.
@@ -435,6 +438,7 @@ def run_flower(
             "batch-size": batch_size,
             "learning-rate": float(learning_rate),
             "round-timeout-s": float(round_timeout_s),
+            "model-wire-bytes": int(model_wire_bytes),
         },
     )
 

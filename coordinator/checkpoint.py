@@ -46,6 +46,8 @@ __all__ = ["RESUME_KEYS", "Checkpoint", "CheckpointStore"]
 
 RESUME_KEYS: tuple[str, ...] = (
     "model.hidden",
+    "model.conv",
+    "model.image_shape",
     "model.activation",
     "model.input_dim",
     "model.num_classes",

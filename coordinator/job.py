@@ -48,12 +48,14 @@ __all__ = [
     "EmulationSpec",
     "JobSpec",
     "ModelSpec",
+    "OortSpec",
     "PlannerSpec",
     "RoundsSpec",
     "StrategySpec",
     "load_job",
     "load_normalization",
     "min_updates",
+    "required_runtime",
 ]
 
 _Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
@@ -65,19 +67,31 @@ ModelName = Annotated[str, AfterValidator(lambda v: check_id(v, "model name"))]
 
 
 class ModelSpec(BaseModel):
-    """A dense network on flat inputs: ``hidden`` widths, softmax over the classes.
+    """A dense network on flat inputs: ``hidden`` widths, softmax over the classes; with ``conv``
+    a small CNN in front of it (the flat input reshaped to ``image_shape``, then per entry of
+    ``conv`` a 3x3 convolution with that many filters and a 2x2 max-pool, then flatten).
 
     Input width and class count come from the holdout unless given. ``hidden = []`` is softmax
-    regression.
+    regression. ``image_shape`` defaults to a square single-channel image of the input width.
+    A CNN needs agents that train with Keras (``"keras"`` in their hello's ``runtimes``): the
+    coordinator never asks others (:func:`required_runtime`).
     """
 
     model_config = _Strict
     name: ModelName = "digits-mlp"
     hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    conv: list[int] = Field(default_factory=list, description="filters per 3x3 conv layer")
+    image_shape: list[int] | None = Field(default=None, min_length=3, max_length=3)
     activation: Literal["relu", "tanh"] = "relu"
     input_dim: int | None = Field(default=None, gt=0)
     num_classes: int | None = Field(default=None, gt=1)
     seed: int = 0
+
+
+def required_runtime(model: ModelSpec) -> str | None:
+    """The training runtime an agent must announce to be given ``model``: ``"keras"`` for a
+    CNN (the NumPy trainer runs dense networks only), ``None`` when any trainer will do."""
+    return "keras" if model.conv else None
 
 
 class StrategySpec(BaseModel):
@@ -95,18 +109,44 @@ class RoundsSpec(BaseModel):
     local_steps: int | None = Field(default=None, ge=1, description="exact steps; overrides epochs")
     batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=0.1, gt=0)
+    cut_work_at_deadline: bool = Field(
+        default=True,
+        description="agents stop training at the round's deadline and reply with what they did; "
+        "false (uniform planner only): they are told the job's remaining time, and a reply after "
+        "round_timeout_s is a failure (how Flower and FedML wait for their clients)",
+    )
     min_agents: int = Field(default=1, ge=1, description="online agents to wait for before round 1")
     wait_for_agents_s: float = Field(default=120.0, gt=0)
+
+
+class OortSpec(BaseModel):
+    """``[planner.oort]``: Oort's knobs (see :mod:`coordinator.planners.oort`). Participants
+    (``K``), local work, batch size and learning rate come from ``[rounds]``; the deadline ``T``
+    starts at ``deadline_s`` (default ``rounds.round_timeout_s``) and the pacer may relax it up to
+    ``rounds.round_timeout_s``."""
+
+    model_config = _Strict
+    deadline_s: float | None = Field(default=None, gt=0)
+    alpha: float = Field(default=2.0, ge=0)
+    epsilon: float = Field(default=0.9, ge=0, le=1)
+    epsilon_decay: float = Field(default=0.98, gt=0, le=1)
+    min_epsilon: float = Field(default=0.2, ge=0, le=1)
+    cut_off: float = Field(default=0.95, gt=0, le=1)
+    overcommit: float = Field(default=1.3, ge=1)
+    pacer_window: int = Field(default=5, ge=1)
+    pacer_step_s: float = Field(default=5.0, ge=0)
 
 
 class PlannerSpec(BaseModel):
     """Who trains, how much, by when. ``uniform`` is classic FedAvg sampling; ``hyperfl`` plans to
     the constraints (see :mod:`coordinator.planners.hyperfl`); its participants, batch size and
     learning rate come from ``[rounds]``. Defaults are :data:`~coordinator.planners.settings.
-    HYPERFL_DEFAULTS`; this table adds only the ranges."""
+    HYPERFL_DEFAULTS`; this table adds only the ranges. ``oort`` is Oort's guided selection with
+    a deadline (:mod:`coordinator.planners.oort`, knobs in ``[planner.oort]``)."""
 
     model_config = _Strict
-    name: Literal["uniform", "hyperfl"] = "uniform"
+    name: Literal["uniform", "hyperfl", "oort"] = "uniform"
+    oort: OortSpec = Field(default_factory=OortSpec)
     min_participants: int | None = Field(
         default=None,
         ge=1,

@@ -4,6 +4,7 @@ agent's import path."""
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -12,9 +13,24 @@ import numpy.typing as npt
 
 from protocol import Shard, Weights
 
+from .errors import JobConfigError
 from .job import ModelSpec
 
-__all__ = ["Evaluation", "GlobalModel"]
+__all__ = ["Evaluation", "GlobalModel", "image_shape"]
+
+
+def image_shape(spec: ModelSpec, input_dim: int) -> list[int]:
+    """``[height, width, channels]`` a CNN reshapes its flat input to: ``spec.image_shape``, or
+    a square single-channel image of ``input_dim`` pixels. Raises
+    :class:`~coordinator.errors.JobConfigError` when neither fits ``input_dim``."""
+    if spec.image_shape is not None:
+        shape = list(spec.image_shape)
+    else:
+        side = math.isqrt(input_dim)
+        shape = [side, side, 1]
+    if math.prod(shape) != input_dim:
+        raise JobConfigError(f"model.image_shape {shape} does not hold {input_dim} input features")
+    return shape
 
 
 class Evaluation:
@@ -38,6 +54,12 @@ class GlobalModel:
         num_classes = spec.num_classes or max(holdout.num_classes, 2)
         keras.utils.set_random_seed(spec.seed)
         layers: list[Any] = [keras.Input((input_dim,))]
+        if spec.conv:
+            layers.append(keras.layers.Reshape(tuple(image_shape(spec, input_dim))))
+            for filters in spec.conv:
+                layers.append(keras.layers.Conv2D(filters, 3, activation=spec.activation))
+                layers.append(keras.layers.MaxPooling2D(2))
+            layers.append(keras.layers.Flatten())
         layers += [keras.layers.Dense(h, activation=spec.activation) for h in spec.hidden]
         layers.append(keras.layers.Dense(num_classes, activation="softmax"))
         self.keras_model = keras.Sequential(layers, name=spec.name.replace("-", "_"))

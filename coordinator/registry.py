@@ -138,14 +138,19 @@ class Registry:
                 gone.append(rec.agent_id)
         return gone
 
-    def available(self) -> list[AgentRecord]:
+    def available(self, *, requires: str | None = None) -> list[AgentRecord]:
         """Agents that are online on fresh evidence, have announced themselves and hold data,
-        in id order (an agent with an empty shard is never asked to train)."""
+        in id order (an agent with an empty shard is never asked to train). With ``requires``
+        (a runtime such as ``"keras"``), only agents whose hello lists it among their
+        ``runtimes``: a model is never given to an agent that said it cannot train it."""
         return sorted(
             (
                 r
                 for r in self._agents.values()
-                if r.online and r.hello is not None and r.num_examples > 0
+                if r.online
+                and r.hello is not None
+                and r.num_examples > 0
+                and (requires is None or requires in r.hello.runtimes)
             ),
             key=lambda r: r.agent_id,
         )

@@ -26,7 +26,7 @@ from .checkpoint import CheckpointStore
 from .engine import JobProgress, StopReason, close_round, start, stop_reason, verdict
 from .export import ExportReport, export_model
 from .fleet import Fleet
-from .job import JobSpec, load_normalization
+from .job import JobSpec, load_normalization, required_runtime
 from .model import GlobalModel
 from .ownership import StateLock, load_epoch, save_epoch
 from .planners import Planner, Prediction, RoundPlan, make_planner
@@ -198,7 +198,7 @@ class Coordinator:
             budget_left = self.spec.constraints.time_budget_s - self._elapsed()
             plan = self.planner.plan(
                 progress,
-                self.fleet.registry.available(),
+                self.fleet.registry.available(requires=required_runtime(self.spec.model)),
                 budget_left_s=budget_left,
                 train_options=self.strategy.train_options(),
             )
@@ -220,7 +220,9 @@ class Coordinator:
                 model=model.config_json,
                 weights=progress.weights,
                 config=plan.configs[agent_id],
-                budget_s=self.timescale.to_wall(plan.timeout_s),
+                budget_s=self.timescale.to_wall(
+                    plan.timeout_s if plan.work_budget_s is None else plan.work_budget_s
+                ),
                 epoch=self.epoch,
             )
             for agent_id in plan.participants

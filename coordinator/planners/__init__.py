@@ -1,7 +1,8 @@
 """Round planners: who trains in the next round, how much, and by when.
 
 ``uniform`` is classic FedAvg sampling (:mod:`.uniform`); ``hyperfl`` plans to the job's
-constraints (:mod:`.hyperfl`, with agent profiles and a learning-curve model). Both implement
+constraints (:mod:`.hyperfl`, with agent profiles and a learning-curve model); ``oort`` is Oort's
+guided participant selection with a deadline (:mod:`.oort`). All implement
 the :class:`Planner` port of :mod:`.base`; :func:`make_planner` picks the one a job file names.
 """
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .base import Planner, Prediction, RoundPlan, agent_seed
 from .hyperfl import HyperFLPlanner
+from .oort import OortPlanner, OortSettings
 from .settings import HYPERFL_DEFAULTS, HyperFLSettings
 from .uniform import UniformPlanner
 
@@ -22,6 +24,8 @@ __all__ = [
     "HYPERFL_DEFAULTS",
     "HyperFLPlanner",
     "HyperFLSettings",
+    "OortPlanner",
+    "OortSettings",
     "Planner",
     "Prediction",
     "RoundPlan",
@@ -36,6 +40,8 @@ def make_planner(spec: JobSpec, *, model_bytes: int) -> Planner:
     by name, with what ``[rounds]`` and ``[constraints]`` fix for every planner."""
     if spec.planner.name == "uniform":
         return UniformPlanner(spec)
+    if spec.planner.name == "oort":
+        return _oort(spec)
     p, r = spec.planner, spec.rounds
     from_table = {
         f.name: getattr(p, f.name)
@@ -55,3 +61,28 @@ def make_planner(spec: JobSpec, *, model_bytes: int) -> Planner:
     )
     settings = dataclasses.replace(HYPERFL_DEFAULTS, **{**from_table, **fixed})
     return HyperFLPlanner(settings, model_bytes=model_bytes)
+
+
+def _oort(spec: JobSpec) -> OortPlanner:
+    o, r = spec.planner.oort, spec.rounds
+    deadline = min(o.deadline_s or r.round_timeout_s, r.round_timeout_s)
+    settings = OortSettings(
+        participants=r.participants,
+        deadline_s=deadline,
+        max_deadline_s=r.round_timeout_s,
+        alpha=o.alpha,
+        epsilon=o.epsilon,
+        epsilon_decay=o.epsilon_decay,
+        min_epsilon=min(o.min_epsilon, o.epsilon),
+        cut_off=o.cut_off,
+        overcommit=o.overcommit,
+        pacer_window=o.pacer_window,
+        pacer_step_s=o.pacer_step_s,
+        local_epochs=r.local_epochs,
+        local_steps=r.local_steps,
+        batch_size=r.batch_size,
+        learning_rate=r.learning_rate,
+        min_results=r.min_results,
+        seed=spec.seed,
+    )
+    return OortPlanner(settings)

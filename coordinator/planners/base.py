@@ -31,6 +31,10 @@ class RoundPlan:
     """Fewest results the round may aggregate; fewer and the model stays as it was."""
     info: Mapping[str, Any] = field(default_factory=dict)
     """What the planner wants monitors to see (predictions, reasons)."""
+    work_budget_s: float | None = None
+    """Seconds the agents are told they have (``TrainIns.budget_s``), when not ``timeout_s``: a
+    planner that does not cut work at the round's deadline tells them more, and a late reply is
+    that agent's failure."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,6 +1,8 @@
 """The classic FedAvg recipe: a fixed number of agents drawn uniformly at random, the same local
 work for all, a fixed round timeout (McMahan et al., "Communication-Efficient Learning of Deep
-Networks from Decentralized Data", AISTATS 2017)."""
+Networks from Decentralized Data", AISTATS 2017). With ``rounds.cut_work_at_deadline`` (the
+default) agents cut their work at the timeout and reply with what they did; without it they are
+not told the timeout, and whoever replies after it is dropped (Flower's and FedML's default)."""
 
 from __future__ import annotations
 
@@ -64,4 +66,5 @@ class UniformPlanner:
             quorum=len(chosen),
             min_results=min(rounds.min_results, len(chosen)) if chosen else rounds.min_results,
             info={"planner": "uniform", "available": len(ids)},
+            work_budget_s=None if rounds.cut_work_at_deadline else max(0.0, budget_left_s),
         )

@@ -15,6 +15,7 @@ SHIPPED = {
     "firmware_configs/raspberry-pi-5.toml",
     "firmware_configs/x86-cpu.toml",
     "firmware_configs/x86-gpu-server.toml",
+    "firmware_configs/fleets/mixed-100.toml",
     "firmware_configs/fleets/mixed-50.toml",
     "firmware_configs/fleets/small-4.toml",
     "coordinator/dashboard/static/index.html",
@@ -79,4 +80,4 @@ def test_an_installed_wheel_finds_its_device_classes(clone: Path, tmp_path: Path
     assert Path(found["dir"]).is_relative_to(target.resolve())
     assert found["pi"] == "raspberry-pi-5"
     assert found["fleet"] == 50
-    assert found["fleets"] == ["mixed-50", "small-4"]
+    assert found["fleets"] == ["mixed-100", "mixed-50", "small-4"]

@@ -11,7 +11,7 @@ from support import digits_split
 from coordinator.fleet import InMemoryFleet, LocalAgent
 from coordinator.job import JobSpec
 from coordinator.service import Coordinator
-from protocol import Failure, Hello, TrainIns, TrainRes
+from protocol import Failure, Hello, Shard, TrainConfig, TrainIns, TrainRes
 
 
 def test_rounds_that_never_bring_a_result_stop_the_job_with_the_reason(tmp_path: Path) -> None:
@@ -109,3 +109,68 @@ def test_a_job_on_a_scaled_fleet_counts_device_seconds_and_sends_wall_budgets(
     rate = coordinator.planner.profiles["a0"].train_rate  # type: ignore[attr-defined]
     assert rate == pytest.approx(200.0, rel=0.35)
     assert rate > 4 * 40.0  # the replies, not the announced 40/s, and not per wall second (2000)
+
+
+def test_a_cnn_job_never_asks_an_agent_that_cannot_train_it(tmp_path: Path) -> None:
+    # A CNN needs Keras. The agent on the NumPy trainer says so in its hello (no "keras" among
+    # its runtimes); the coordinator asks only the Keras agents, round after round.
+    import pytest
+
+    from agent.errors import TrainingError
+    from agent.keras_trainer import KerasTrainer
+    from agent.numpy_trainer import NumpyTrainer
+
+    shards, holdout = digits_split(3, seed=0)
+    asked: dict[str, int] = {"k0": 0, "k1": 0, "np": 0}
+
+    def local(agent_id: str, trainer: KerasTrainer | NumpyTrainer) -> LocalAgent:
+        async def train(ins: TrainIns) -> TrainRes | Failure:
+            asked[agent_id] += 1
+            fit = await asyncio.to_thread(
+                trainer.fit, ins.model, ins.weights, ins.config, stop_at=float("inf")
+            )
+            return TrainRes(weights=fit.weights, num_examples=fit.num_examples, steps=fit.steps,
+                            loss=fit.loss, train_s=fit.train_s)  # fmt: skip
+
+        return train
+
+    def hello(runtimes: tuple[str, ...], n: int) -> Hello:
+        return Hello(device_class="x86-cpu", arch="x86_64", cores=1, memory_bytes=1,
+                     runtimes=runtimes, num_examples=n)  # fmt: skip
+
+    numpy_trainer = NumpyTrainer(shards[2])
+    agents: dict[str, tuple[Hello, LocalAgent]] = {
+        "k0": (hello(("numpy", "keras"), len(shards[0])), local("k0", KerasTrainer(shards[0]))),
+        "k1": (hello(("numpy", "keras"), len(shards[1])), local("k1", KerasTrainer(shards[1]))),
+        "np": (hello(("numpy",), len(shards[2])), local("np", numpy_trainer)),
+    }
+    spec = JobSpec.model_validate(
+        {
+            "job_id": "cnn",
+            "holdout": "unused.npz",
+            "model": {"name": "digits-cnn", "conv": [4], "hidden": [16]},
+            "rounds": {"participants": 3, "round_timeout_s": 30, "min_agents": 2,
+                       "local_steps": 2},
+            "constraints": {"target_accuracy": 0.99, "time_budget_s": 120, "max_rounds": 2},
+        }
+    )  # fmt: skip
+    fleet = InMemoryFleet(agents)
+    coordinator = Coordinator(
+        spec=spec, fleet=fleet, holdout=holdout, state_dir=tmp_path / "state",
+        out_dir=tmp_path / "out",
+    )  # fmt: skip
+    outcome = asyncio.run(coordinator.run())
+
+    assert outcome.progress.round == 2
+    assert asked == {"k0": 2, "k1": 2, "np": 0}
+    assert all(r.results == 2 and r.participants == ("k0", "k1") for r in outcome.progress.history)
+    # ...and the filter matters: the NumPy trainer cannot train this model.
+    model_json = coordinator_model_json(spec, holdout)
+    with pytest.raises(TrainingError, match="not supported by the NumPy trainer"):
+        numpy_trainer.fit(model_json, (), TrainConfig(), stop_at=float("inf"))
+
+
+def coordinator_model_json(spec: JobSpec, holdout: Shard) -> str:
+    from coordinator.model import GlobalModel
+
+    return GlobalModel(spec.model, holdout).config_json

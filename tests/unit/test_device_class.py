@@ -62,7 +62,7 @@ def write_fleet(directory: Path, name: str, agents: list[tuple[str, int]]) -> Pa
 
 def test_shipped_classes_are_listed() -> None:
     assert list_device_classes() == SHIPPED_CLASSES
-    assert list_fleets() == ["mixed-50", "small-4"]
+    assert list_fleets() == ["mixed-100", "mixed-50", "small-4"]
 
 
 @pytest.mark.parametrize("name", SHIPPED_CLASSES)
