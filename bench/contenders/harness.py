@@ -143,20 +143,18 @@ def prepare_data(task: Task, seed: int, out_dir: Path) -> Path:
 
 
 def _fleet_file(task: Task, wire_bytes: int, work: Path) -> str:
-    """The fleet to run: the task's shipped fleet, or a copy with ``model_wire_bytes`` set.
-    Raises :class:`ContenderUnavailable` when fleet files do not know ``model_wire_bytes``."""
-    if wire_bytes <= 0:
-        return task.fleet
-    from agent.device_class import DEFAULT_CONFIG_DIR, FleetSpec
+    """A copy of the task's shipped fleet whose ``[emulation] model_wire_bytes`` is
+    ``wire_bytes`` (0: none, the real model's size), whatever the shipped file says."""
+    from agent.device_class import DEFAULT_CONFIG_DIR
 
-    if "model_wire_bytes" not in FleetSpec.model_fields:
-        raise ContenderUnavailable(
-            "fleet files have no model_wire_bytes on this branch (the payload emulation of "
-            "issue 16 part 1): run with --model-wire-bytes 0"
-        )
     raw = tomllib.loads((DEFAULT_CONFIG_DIR / "fleets" / f"{task.fleet}.toml").read_text())
-    lines = [f"model_wire_bytes = {wire_bytes}"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in raw.items() if k != "agents"]
+    emulation = {k: v for k, v in raw.get("emulation", {}).items() if k != "model_wire_bytes"}
+    if wire_bytes > 0:
+        emulation["model_wire_bytes"] = wire_bytes
+    lines = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if k not in ("agents", "emulation")]
+    if emulation:
+        lines.append("\n[emulation]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in emulation.items()]
     for table in raw.get("agents", []):
         lines.append("\n[[agents]]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
@@ -194,9 +192,9 @@ def job_document(
     trial: Trial, *, contender: str, budget_s: float, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The job file (as a dict) of a hyperfleet contender: the task's model and data, the
-    trial's target and budget (scaled to wall seconds), then ``overrides`` merged table by
-    table. Durations in ``overrides`` are device seconds; this scales ``rounds.round_timeout_s``
-    and ``planner.oort.deadline_s``."""
+    trial's target and budget, then ``overrides`` merged table by table. Every duration is in
+    device seconds: ``[emulation] time_scale`` tells the coordinator the fleet's scale, and it
+    converts at its edges (``wait_for_agents_s`` alone is wall seconds)."""
     from agent.device_class import load_fleet
 
     s = trial.time_scale
@@ -219,7 +217,7 @@ def job_document(
         },
         "constraints": {
             "target_accuracy": trial.target,
-            "time_budget_s": budget_s * s,
+            "time_budget_s": budget_s,
             "on_infeasible": trial.on_infeasible,
         },
     }
@@ -228,10 +226,7 @@ def job_document(
             doc[key] = {**doc[key], **value}
         else:
             doc[key] = value
-    doc["rounds"]["round_timeout_s"] = doc["rounds"]["round_timeout_s"] * s
-    oort = doc.get("planner", {}).get("oort")
-    if isinstance(oort, dict) and "deadline_s" in oort:
-        doc["planner"] = {**doc["planner"], "oort": {**oort, "deadline_s": oort["deadline_s"] * s}}
+    doc["emulation"] = {"time_scale": s}
     return doc
 
 
@@ -310,11 +305,11 @@ def summarise_outcome(
     fidelity: Mapping[str, Any],
 ) -> RunResult:
     """A coordinator's :class:`~coordinator.service.JobOutcome` as a :class:`RunResult` in device
-    seconds from the start of round 1."""
+    seconds (the coordinator's own unit under ``[emulation] time_scale``) from the start of
+    round 1."""
     hist = outcome.progress.history
-    scale = trial.time_scale
     t0 = hist[0].started_s if hist else 0.0
-    curve = tuple(((r.started_s + r.duration_s - t0) / scale, r.accuracy) for r in hist)
+    curve = tuple((r.started_s + r.duration_s - t0, r.accuracy) for r in hist)
     reached = time_to_target(curve, trial.target)
     upto = [r for r, (t, _) in zip(hist, curve, strict=True) if reached is None or t <= reached]
     infeasible = outcome.progress.infeasible_at_s
@@ -327,8 +322,8 @@ def summarise_outcome(
         time_to_target_s=reached,
         rounds=len(upto),
         bytes_moved=sum(r.bytes_moved for r in upto),
-        agent_seconds=sum(r.agent_seconds for r in upto) / scale,
-        infeasible_at_s=None if infeasible is None else infeasible / scale,
+        agent_seconds=sum(r.agent_seconds for r in upto),
+        infeasible_at_s=infeasible,
         stop_reason=str(outcome.reason),
         extra={
             "wall_s": wall_s,
