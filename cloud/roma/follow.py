@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 
 from link import Backoff, InboundGate
 from link.mqtt import MqttConnection, MqttSession
@@ -41,7 +42,9 @@ class ModelFollower:
                                 scope=lambda topic, env: None)  # fmt: skip
         self.session = MqttSession(
             broker=parse_broker_url(broker_url),
-            identifier=f"hf-roma-{os.getpid()}",
+            # Host and pid: replicas in containers all run as the same pid, and one client id
+            # on the broker at a time means two would keep pushing each other off.
+            identifier=f"hf-roma-{socket.gethostname()}-{os.getpid()}",
             on_message=self.gate,
             on_connect=self._subscribe,
             backoff=Backoff(min_s=0.2, max_s=5.0),
