@@ -313,6 +313,51 @@ def test_kustomization_names_files_that_exist_or_the_documented_secrets() -> Non
     assert (K8S / "clients.env.example").is_file()
 
 
+def test_kustomization_renders_to_valid_manifests_in_one_namespace(tmp_path: Path) -> None:
+    """``kubectl kustomize`` renders the folder (with stand-in secrets), and the result, generated
+    ConfigMaps and Secrets included, passes ``kubernetes-validate --strict``."""
+    docker = tmp_path / "docker"
+    shutil.copytree(DOCKER, docker, ignore=shutil.ignore_patterns("secrets", ".env", "raw"))
+    for rel in SECRETS - {"secrets/mqtt"} | {"secrets/mqtt/passwd", "secrets/mqtt/acl"}:
+        (docker / rel).parent.mkdir(parents=True, exist_ok=True)
+        (docker / rel).write_text("stand-in\n")
+    shutil.copy(docker / "k8s" / "clients.env.example", docker / "k8s" / "clients.env")
+    proc = _run(_tool("kubectl"), "kustomize", "--load-restrictor", "LoadRestrictionsNone",
+                str(docker / "k8s"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(proc.stdout)
+    check = _run(_tool("kubernetes-validate"), "--strict", "--quiet", str(rendered))
+    assert check.returncode == 0, check.stdout + check.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    for d in docs:
+        if d["kind"] != "Namespace":
+            assert d["metadata"].get("namespace") == "hyperfleet", d["metadata"]["name"]
+    (conf,) = (d for d in docs if d["metadata"]["name"] == "mosquitto-config")
+    assert conf["data"]["mosquitto.conf"] == (DOCKER / "mosquitto" / "mosquitto.conf").read_text()
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {("Secret", "mosquitto-tls"), ("Secret", "mosquitto-auth"), ("Secret", "mqtt-clients"),
+            ("Secret", "coordinator-tls"), ("Secret", "hyperfleet-ca"),
+            ("ConfigMap", "spark-executor-template")} <= names  # fmt: skip
+    # Every ConfigMap and Secret a pod mounts or reads is one the folder makes.
+    for d in docs:
+        for c in _containers(d):
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ("Secret", ref["name"]) in names, ref
+        spec = d.get("spec", {})
+        pod = spec if d["kind"] == "Pod" else spec.get("template", {}).get("spec", {})
+        for v in pod.get("volumes", []):
+            if "secret" in v:
+                assert ("Secret", v["secret"]["secretName"]) in names, v
+            if "configMap" in v:
+                assert ("ConfigMap", v["configMap"]["name"]) in names, v
+            if "persistentVolumeClaim" in v:
+                claim = v["persistentVolumeClaim"]["claimName"]
+                assert ("PersistentVolumeClaim", claim) in names, v
+
+
 def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     spec = doc.get("spec", {})
     pod = spec if doc["kind"] == "Pod" else spec.get("template", {}).get("spec", {})
