@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from agent.device_class import load_device_class
+from cloud.dynaspark.runner import cluster_cores
 from cloud.pipelines import agent_shard_name
 from coordinator.job import JobSpec
 from hyperfleet.cli import build_parser
@@ -76,6 +77,11 @@ def _parse_hyperfleet(argv: list[str]) -> Any:
         return build_parser().parse_args(ours)
     except SystemExit as exc:
         pytest.fail(f"hyperfleet {shlex.join(argv)} does not parse (exit {exc.code})")
+
+
+def _conf(pairs: list[str]) -> dict[str, str]:
+    """``--conf K=V`` flags as a mapping, as ``hyperfleet spark`` reads them."""
+    return dict(pair.split("=", 1) for pair in pairs)
 
 
 def _script_commands(script: str) -> Iterator[list[str]]:
@@ -172,6 +178,8 @@ def test_compose_commands_parse_with_the_cli(compose: dict[str, Any]) -> None:
     steps = [_parse_hyperfleet(argv) for argv in _script_commands(script)]
     assert [(s.command, s.spark_command) for s in steps] == [("spark", "profile"), ("spark", "run")]
     assert all(s.master == "spark://spark-master:7077" for s in steps)
+    # The runner can size the cluster (it refuses a standalone master whose cores it cannot know).
+    assert cluster_cores(steps[1].master, _conf(steps[1].conf)) == (2, 1)
     assert {n: a.command for n, a in parsed.items()} == {
         "coordinator": "coordinator", "roma": "serve", **dict.fromkeys(AGENTS, "agent"),
     }  # fmt: skip
@@ -380,6 +388,8 @@ def test_manifest_commands_parse_with_the_cli() -> None:
                 for argv in _script_commands(c["args"][0]):
                     args = _parse_hyperfleet(argv)
                     assert args.master.startswith("k8s://https://kubernetes.default.svc")
+                    if args.spark_command == "run":
+                        assert cluster_cores(args.master, _conf(args.conf)) == (8, 1)
                     seen.append(f"{args.command} {args.spark_command}")
     assert sorted(seen) == ["coordinator", "serve", "spark profile", "spark run"]
 
