@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 import time
 
 from link import Backoff, InboundGate, LinkError
@@ -64,7 +65,9 @@ class ModelFollower:
         self._pending: asyncio.Queue[ModelRef] = asyncio.Queue()
         self.subscribed = asyncio.Event()
         """Set once the first subscription to ``models/+/latest`` is in place."""
-        self._identifier = f"hf-roma-{os.getpid()}"
+        # Host and pid: replicas in containers all run as the same pid, and one client id on
+        # the broker at a time means two would keep pushing each other off.
+        self._identifier = f"hf-roma-{socket.gethostname()}-{os.getpid()}"
         self.gate = InboundGate(name="roma follower", handler=self._on_envelope,
                                 scope=lambda topic, env: None)  # fmt: skip
         self.session = MqttSession(
