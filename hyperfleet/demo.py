@@ -77,6 +77,8 @@ class DemoSettings:
     data: str = "spark"
     """``spark``: the preparation pipeline on Spark under :attr:`prep_deadline_s`; ``numpy``."""
     prep_deadline_s: float = 120.0
+    mode: str = "sync"
+    """``sync``: rounds; ``async``: FedBuff (the job's ``mode``, with :data:`ASYNC_SETTINGS`)."""
 
     def __post_init__(self) -> None:
         require_absolute("out", self.out)
@@ -123,7 +125,22 @@ class DemoSettings:
             participants=args.participants,
             data=args.data,
             prep_deadline_s=args.prep_deadline,
+            mode=args.mode,
         )
+
+
+ASYNC_SETTINGS = {"buffer_size": 5, "concurrency": 15, "max_staleness": 8, "server_lr": 1.0}
+"""The ``[async]`` table of ``hyperfleet demo --mode async`` (FedBuff's K, concurrency, the
+staleness bound and the server learning rate), capped by the fleet's size."""
+
+
+def _async_table(s: DemoSettings, agents: int) -> str:
+    if s.mode != "async":
+        return ""
+    a = dict(ASYNC_SETTINGS)
+    a["concurrency"] = min(a["concurrency"], agents)
+    a["buffer_size"] = min(a["buffer_size"], a["concurrency"])
+    return "\n[async]\n" + "".join(f"{k} = {v}\n" for k, v in a.items())
 
 
 def _job_toml(s: DemoSettings, holdout: Path, agents: int, normalization: Path | None) -> str:
@@ -133,6 +150,7 @@ def _job_toml(s: DemoSettings, holdout: Path, agents: int, normalization: Path |
         participants, min_agents, timeout, epochs = s.participants, max(1, agents // 2), 60.0, 1
     return f"""# Written by `hyperfleet demo`.
 job_id = "digits-demo"
+mode = "{s.mode}"
 holdout = "{holdout.resolve()}"
 {"" if normalization is None else f'normalization = "{normalization.resolve()}"'}
 seed = {s.seed}
@@ -157,6 +175,7 @@ learning_rate = 0.1
 min_agents = {min_agents}
 wait_for_agents_s = {min(120.0, s.time_budget_s / 2):.0f}
 
+{_async_table(s, agents)}
 [constraints]
 target_accuracy = {s.target_accuracy}
 time_budget_s = {s.time_budget_s}
@@ -339,7 +358,7 @@ async def run_demo(s: DemoSettings) -> int:
             procs,
         )
         print(
-            f"started {agents} agents and a coordinator ({s.planner} planner); target {s.target_accuracy} within "
+            f"started {agents} agents and a coordinator ({s.planner} planner, {s.mode} mode); target {s.target_accuracy} within "
             f"{s.time_budget_s:.0f}s (logs in {out / 'logs'})",
             flush=True,
         )
@@ -386,7 +405,7 @@ async def run_demo(s: DemoSettings) -> int:
     plot_accuracy(out / "accuracy.png", summary)
     print(
         f"{'REACHED' if summary['reached'] else 'NOT REACHED'}: accuracy {summary['final_accuracy']:.4f}"
-        f" (target {s.target_accuracy}) in {summary['rounds']} rounds, {wall_s:.1f}s wall"
+        f" (target {s.target_accuracy}) in {summary['rounds']} {'versions' if s.mode == 'async' else 'rounds'}, {wall_s:.1f}s wall"
         f"; summary {out / 'summary.json'}, plot {out / 'accuracy.png'}",
         flush=True,
     )
