@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from protocol import TrainConfig, TrainIns, TrainRes, Weights
 
 from .async_rounds import AsyncState, issue, ready, rebase, receive, server_step, take
-from .engine import JobProgress, StopReason, close_updates, stop_reason, verdict
+from .engine import JobProgress, RoundRecord, StopReason, close_updates, stop_reason, verdict
 from .fleet import RoundReplies
 from .model import GlobalModel
 from .planners import RoundPlan
@@ -86,6 +86,21 @@ class _Window:
     results: dict[str, TrainRes] = field(default_factory=dict)
 
 
+@dataclass(slots=True, kw_only=True)
+class _Generation:
+    """Versions since the planner last learnt: it sees about ``concurrency`` updates at a time,
+    as it sees a round of that many participants, so its learning curve and its infeasibility
+    verdict get points of the same weight as in rounds (a version of K updates from the fastest
+    agents alone is a noisy, biased point)."""
+
+    started_s: float
+    updates: int = 0
+    examples: int = 0
+    results: dict[str, TrainRes] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    reply_s: dict[str, float] = field(default_factory=dict)
+
+
 def _buffer_step(
     strategy: Strategy,
     server_lr: float,
@@ -118,6 +133,7 @@ async def run_async(
     window = _Window(started_s=c._elapsed())
     configs: dict[str, TrainConfig] = {}
     """The work last given to each agent (for the planner's view of failures)."""
+    generation = _Generation(started_s=window.started_s)
     if progress.round == 0:
         c.strategy.initialize(progress.weights)
 
@@ -151,7 +167,9 @@ async def run_async(
                 tasks.pop(item.agent_id, None)
                 state = await _take_reply(c, progress, state, bases, window, item)
                 if ready(state, a.buffer_size):
-                    progress, state = await _new_version(c, model, progress, state, window, configs)
+                    progress, state, generation = await _new_version(
+                        c, model, progress, state, window, configs, generation
+                    )
                     bases[state.version] = progress.weights
                     for old in [v for v in bases if v < state.version - a.max_staleness]:
                         del bases[old]
@@ -266,7 +284,8 @@ async def _new_version(
     state: AsyncState,
     window: _Window,
     configs: dict[str, TrainConfig],
-) -> tuple[JobProgress, AsyncState]:
+    generation: _Generation,
+) -> tuple[JobProgress, AsyncState, _Generation]:
     a = c.spec.asynchronous
     failures = dict(state.failures)
     state, updates = take(state)
@@ -303,20 +322,15 @@ async def _new_version(
         plan_info=info,
         failure_seconds=window.failure_seconds,
     )
-    seen = {k: v for k, v in configs.items() if k in window.results or k in failures}
-    plan = RoundPlan(
-        participants=tuple(sorted(seen)),
-        configs=seen,
-        timeout_s=record.duration_s,
-        quorum=len(seen),
-        min_results=1,
-    )
-    known_failures = {k: v for k, v in failures.items() if k in seen}
-    c.planner.observe(
-        plan,
-        RoundReplies(results=window.results, failures=known_failures, reply_s=window.reply_s),
-        record,
-    )
+    g = generation
+    g.updates += record.results
+    g.examples += record.examples
+    g.results.update(window.results)
+    g.failures.update(failures)
+    g.reply_s.update(window.reply_s)
+    if g.updates >= a.concurrency:
+        _observe(c, g, configs, record)
+        generation = _Generation(started_s=record.started_s + record.duration_s)
     prediction = c.planner.prediction()
     progress, message = verdict(
         progress,
@@ -342,4 +356,29 @@ async def _new_version(
         f" ({record.note})" if record.note else "",
     )
     await c._publish(progress, message=message)
-    return progress, state
+    return progress, state, generation
+
+
+def _observe(
+    c: Coordinator, g: _Generation, configs: dict[str, TrainConfig], record: RoundRecord
+) -> None:
+    """Feed the planner one generation of versions as one round ending with ``record``."""
+    seen = {k: v for k, v in configs.items() if k in g.results or k in g.failures}
+    plan = RoundPlan(
+        participants=tuple(sorted(seen)),
+        configs=seen,
+        timeout_s=record.started_s + record.duration_s - g.started_s,
+        quorum=len(seen),
+        min_results=1,
+    )
+    failures = {k: v for k, v in g.failures.items() if k in seen and k not in g.results}
+    as_round = dataclasses.replace(
+        record,
+        started_s=g.started_s,
+        duration_s=record.started_s + record.duration_s - g.started_s,
+        examples=g.examples,
+        aggregated=g.examples > 0,
+    )
+    c.planner.observe(
+        plan, RoundReplies(results=g.results, failures=failures, reply_s=g.reply_s), as_round
+    )
