@@ -298,3 +298,22 @@ def test_krum_in_async_mode_needs_a_buffer_it_can_aggregate(tmp_path: Path) -> N
         async_job(tmp_path, KRUM + "\n[async]\nbuffer_size = 5\n[rounds]\nparticipants = 2\n")
     )
     assert spec.asynchronous.buffer_size == 5  # rounds.participants does not matter here
+
+
+@pytest.mark.parametrize(("agents", "concurrency", "buffer_size"), [(50, 15, 5), (3, 3, 3)])
+def test_the_demos_async_job_file_loads_with_its_fedbuff_settings(
+    tmp_path: Path, agents: int, concurrency: int, buffer_size: int
+) -> None:
+    from hyperfleet.demo import DemoSettings, _job_toml
+
+    path = tmp_path / "job.toml"
+    settings = DemoSettings(out=tmp_path, mode="async")
+    path.write_text(_job_toml(settings, tmp_path / "holdout.npz", agents, None))
+
+    spec = load_job(path)
+    assert spec.mode == "async"
+    assert spec.asynchronous.concurrency == concurrency
+    assert spec.asynchronous.buffer_size == buffer_size
+    sync = DemoSettings(out=tmp_path)
+    path.write_text(_job_toml(sync, tmp_path / "holdout.npz", agents, None))
+    assert load_job(path).mode == "sync"
