@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -189,7 +189,7 @@ def _hand_out(
     configs: dict[str, TrainConfig],
     tasks: dict[str, asyncio.Task[None]],
     tg: asyncio.TaskGroup,
-    work: Any,
+    work: Callable[[str, int, TrainIns, float], Coroutine[Any, Any, None]],
 ) -> AsyncState:
     """Give the current version to idle agents, each with work the planner sizes for it."""
     a = c.spec.asynchronous

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -185,3 +186,39 @@ def test_fedavg_over_a_rebased_buffer_is_fedbuffs_step() -> None:
     new = server_step(current, FedAvg().aggregate_train(1, current, updates, []), 0.5)
     expected = 0.5 * sum(d / math.sqrt(1 + t) for d, t in zip(deltas, stale, strict=True)) / 2
     np.testing.assert_allclose(new[0], [expected], rtol=1e-6)
+
+
+# --- what stops an async job -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("progress", "state", "reason"),
+    [
+        ({}, {}, None),
+        ({"best_accuracy": 0.95}, {}, "reached"),
+        ({"elapsed_s": 100.0}, {}, "time_budget"),
+        ({"round": 10}, {}, "max_rounds"),
+        ({"bytes_moved": 1000}, {}, "max_bytes"),
+        ({"infeasible_at_s": 5.0}, {}, "infeasible"),
+        ({}, {"failed_in_a_row": 5}, None),
+        ({}, {"failed_in_a_row": 6}, "no_results"),  # max_empty_rounds (2) x buffer_size (3)
+    ],
+)
+def test_the_jobs_constraints_stop_an_async_job(
+    progress: dict[str, float], state: dict[str, int], reason: str | None
+) -> None:
+    from coordinator.async_service import async_stop_reason
+    from coordinator.engine import start
+    from coordinator.job import Constraints
+
+    constraints = Constraints(
+        target_accuracy=0.9,
+        time_budget_s=100.0,
+        max_rounds=10,
+        max_bytes=1000,
+        on_infeasible="stop",
+        max_empty_rounds=2,
+    )
+    job = dataclasses.replace(start("job", w(0.0)), **progress)
+    got = async_stop_reason(job, AsyncState(**state), constraints, buffer_size=3)
+    assert got == reason
