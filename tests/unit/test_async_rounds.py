@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -205,7 +206,7 @@ def test_fedavg_over_a_rebased_buffer_is_fedbuffs_step() -> None:
     ],
 )
 def test_the_jobs_constraints_stop_an_async_job(
-    progress: dict[str, float], state: dict[str, int], reason: str | None
+    progress: dict[str, Any], state: dict[str, Any], reason: str | None
 ) -> None:
     from coordinator.async_service import async_stop_reason
     from coordinator.engine import start
