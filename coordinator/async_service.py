@@ -300,7 +300,7 @@ async def _new_version(
         "max_staleness": a.max_staleness,
         "stale_dropped": state.stale_dropped,
         "in_flight": len(state.in_flight),
-        "prediction": c.planner.prediction().to_json(),
+        **c.planner.prediction().to_json(),
     }
     participants = tuple(sorted({u.agent_id for u in updates}))
     progress, record = await asyncio.to_thread(
