@@ -21,7 +21,8 @@ the paper's analysis assumes, ``tau <= tau_max``).
 The transitions (``state, output = f(state, inputs)``)::
 
     state = AsyncState(version=progress.round)
-    state, agents = issue(state, idle, concurrency=..., rng=...)     # who gets work now
+    state, agents = issue(state, idle, concurrency=..., seed=...)    # who gets work now
+    state = release(state, agent_id, rest_until_s=...)               # one of them got none
     state, verdict = receive(state, agent_id, update_or_failure, ...)  # one reply in
     if ready(state, buffer_size): state, updates = take(state)      # the K updates to aggregate
 
@@ -51,6 +52,7 @@ __all__ = [
     "ready",
     "rebase",
     "receive",
+    "release",
     "server_step",
     "staleness_weight",
     "take",
@@ -148,6 +150,17 @@ def issue(
             state, in_flight=in_flight, issued=state.issued + len(chosen), resting=resting
         ),
         chosen,
+    )
+
+
+def release(state: AsyncState, agent_id: str, *, rest_until_s: float) -> AsyncState:
+    """Take back work handed to ``agent_id`` that was never sent (no work fits the agent, or no
+    time is left); nothing is counted, and the agent gets no new work before ``rest_until_s``
+    (job time)."""
+    return dataclasses.replace(
+        state,
+        in_flight={a: v for a, v in state.in_flight.items() if a != agent_id},
+        resting={**state.resting, agent_id: rest_until_s},
     )
 
 

@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from protocol import TrainConfig, TrainIns, TrainRes, Weights
 
-from .async_rounds import AsyncState, issue, ready, rebase, receive, server_step, take
+from .async_rounds import (
+    AsyncState,
+    issue,
+    ready,
+    rebase,
+    receive,
+    release,
+    server_step,
+    take,
+)
 from .engine import JobProgress, RoundRecord, StopReason, close_updates, stop_reason, verdict
 from .fleet import RoundReplies
 from .model import GlobalModel
@@ -207,12 +216,7 @@ def _hand_out(
             train_options=c.strategy.train_options(),
         )
         if agent_id not in plan.configs or plan.timeout_s <= 0:
-            # No work fits (or no time is left): the agent waits, nothing is counted.
-            state = dataclasses.replace(
-                state,
-                in_flight={k: v for k, v in state.in_flight.items() if k != agent_id},
-                resting={**state.resting, agent_id: now + REST_S},
-            )
+            state = release(state, agent_id, rest_until_s=now + REST_S)
             continue
         configs[agent_id] = plan.configs[agent_id]
         ins = TrainIns(

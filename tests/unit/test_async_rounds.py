@@ -15,6 +15,7 @@ from coordinator.async_rounds import (
     ready,
     rebase,
     receive,
+    release,
     server_step,
     staleness_weight,
     take,
@@ -104,6 +105,17 @@ def test_a_failed_agent_rests_before_new_work() -> None:
     assert state.failed_in_a_row == 1
     assert issue(state, ["a"], concurrency=1, seed=0, now_s=11.0)[1] == ()
     assert issue(state, ["a"], concurrency=1, seed=0, now_s=12.0)[1] == ("a",)
+
+
+def test_work_never_sent_is_taken_back_without_counting() -> None:
+    state, chosen = issue(AsyncState(version=2), ["a", "b"], concurrency=2, seed=0)
+    assert chosen == ("a", "b")
+    state = release(state, "a", rest_until_s=5.0)
+    assert dict(state.in_flight) == {"b": 2}
+    assert state.failed_in_a_row == 0
+    assert state.failures == {}
+    assert issue(state, ["a"], concurrency=2, seed=0, now_s=4.0)[1] == ()
+    assert issue(state, ["a"], concurrency=2, seed=0, now_s=5.0)[1] == ("a",)
 
 
 # --- the staleness bound ---------------------------------------------------------------------
