@@ -40,6 +40,7 @@ __all__ = [
     "StopReason",
     "advance",
     "close_round",
+    "close_updates",
     "empty_rounds",
     "start",
     "stop_reason",
@@ -174,12 +175,49 @@ def close_round(
         ClientUpdate(agent_id=a, weights=r.weights, num_examples=r.num_examples, loss=r.loss)
         for a, r in sorted(replies.results.items())
     ]
+    return close_updates(
+        progress,
+        round_no=round_no,
+        participants=participants,
+        min_results=min_results,
+        updates=updates,
+        failures=replies.failures,
+        bytes_moved=replies.bytes_sent + replies.bytes_received,
+        reply_seconds=sum(replies.reply_s.values()),
+        aggregate=aggregate,
+        evaluate=evaluate,
+        started_s=started_s,
+        elapsed=elapsed,
+        plan_info=plan_info,
+    )
+
+
+def close_updates(
+    progress: JobProgress,
+    *,
+    round_no: int,
+    participants: tuple[str, ...],
+    min_results: int,
+    updates: Sequence[ClientUpdate],
+    failures: Mapping[str, str],
+    bytes_moved: int,
+    reply_seconds: float,
+    aggregate: Callable[[Sequence[ClientUpdate], Sequence[str]], Weights],
+    evaluate: Callable[[Weights], Scores],
+    started_s: float,
+    elapsed: Callable[[], float],
+    plan_info: Mapping[str, Any] | None = None,
+    failure_seconds: float | None = None,
+) -> tuple[JobProgress, RoundRecord]:
+    """:func:`close_round` on updates already gathered (the asynchronous mode's buffer, where
+    one agent may bring two). ``reply_seconds``: agent time of the results; ``failure_seconds``
+    that of the failures (``None``: each failure costs the round's whole duration)."""
     weights, note = progress.weights, ""
     if len(updates) < min_results:
         note = f"{len(updates)} results, fewer than {min_results}; kept the previous model"
     else:
         try:
-            new = aggregate(updates, sorted(replies.failures))
+            new = aggregate(updates, sorted(failures))
         except StrategyError as exc:
             note = f"strategy refused: {exc}; kept the previous model"
         else:
@@ -190,18 +228,19 @@ def close_round(
     scores = evaluate(weights)
     duration = elapsed() - started_s
     aggregated = weights is not progress.weights
+    lost = duration * len(failures) if failure_seconds is None else failure_seconds
     record = RoundRecord(
         round=round_no,
         started_s=started_s,
         duration_s=duration,
         participants=participants,
         results=len(updates),
-        failures=dict(replies.failures),
+        failures=dict(failures),
         accuracy=scores.accuracy,
         loss=scores.loss,
         aggregated=aggregated,
-        bytes_moved=replies.bytes_sent + replies.bytes_received,
-        agent_seconds=sum(replies.reply_s.values()) + duration * len(replies.failures),
+        bytes_moved=bytes_moved,
+        agent_seconds=reply_seconds + lost,
         examples=sum(u.num_examples for u in updates) if aggregated else 0,
         note=note,
         plan=dict(plan_info or {}),

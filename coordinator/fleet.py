@@ -160,7 +160,11 @@ class Fleet(ABC):
     ) -> RoundReplies:
         """Send each agent its instruction; return when ``quorum`` results are in, everyone has
         answered, or ``timeout_s`` seconds of round time pass (a fleet may pause the round's
-        clock while it cannot reach the agents). Late or missing replies are failures."""
+        clock while it cannot reach the agents). Late or missing replies are failures.
+
+        Calls may overlap when their agents are disjoint (the asynchronous mode opens one
+        single-agent round per agent at work, ``round`` = the model version it trains from);
+        asking an agent that is in another open round raises :class:`ValueError`."""
 
     def replay_state(self) -> dict[str, Any]:
         """What must survive a coordinator restart for replay protection: recent message ids
@@ -211,6 +215,7 @@ class InMemoryFleet(Fleet):
         self.states: list[JobState] = []
         self.models: list[ModelRef] = []
         self._agents = dict(agents)
+        self._busy: set[str] = set()
         now = time.monotonic()
         for agent_id, (hello, _) in self._agents.items():
             self.registry.on_hello(agent_id, hello, now)
@@ -227,6 +232,9 @@ class InMemoryFleet(Fleet):
         quorum: int,
         timeout_s: float,
     ) -> RoundReplies:
+        busy = sorted(set(instructions) & self._busy)
+        if busy:
+            raise ValueError(f"agents {busy} are already training in an open round")
         deadline = time.monotonic() + timeout_s
         collector = RoundCollector(
             job_id=job_id,
@@ -247,12 +255,16 @@ class InMemoryFleet(Fleet):
             except ProtocolError as exc:
                 self.dropped[exc.code] += 1
 
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(one(a, ins)) for a, ins in instructions.items()]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(collector.done.wait(), timeout=max(0.0, timeout_s))
-            for task in tasks:
-                task.cancel()
+        self._busy |= set(instructions)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(one(a, ins)) for a, ins in instructions.items()]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(collector.done.wait(), timeout=max(0.0, timeout_s))
+                for task in tasks:
+                    task.cancel()
+        finally:
+            self._busy -= set(instructions)
         return collector.close()
 
     async def publish_state(self, job_id: str, state: JobState) -> None:

@@ -44,6 +44,7 @@ from .planners.settings import HYPERFL_DEFAULTS as _H
 from .strategies import Krum, Strategy, make_strategy
 
 __all__ = [
+    "AsyncSpec",
     "Constraints",
     "EmulationSpec",
     "JobSpec",
@@ -168,6 +169,25 @@ class PlannerSpec(BaseModel):
     verdict_margin: float = Field(default=_H.verdict_margin, ge=0, lt=1)
 
 
+class AsyncSpec(BaseModel):
+    """The ``[async]`` table of a ``mode = "async"`` job: FedBuff's parameters (Nguyen et al.,
+    AISTATS 2022; see :mod:`coordinator.async_rounds`)."""
+
+    model_config = _Strict
+    buffer_size: int = Field(
+        default=10, ge=1, description="updates (K) aggregated into each new model version"
+    )
+    concurrency: int = Field(default=20, ge=1, description="most agents training at once")
+    max_staleness: int = Field(
+        default=10,
+        ge=0,
+        description="versions an update may lag the current one; staler ones are dropped",
+    )
+    server_lr: float = Field(
+        default=1.0, gt=0, le=10, description="server learning rate applied to each step"
+    )
+
+
 class Constraints(BaseModel):
     model_config = _Strict
     target_accuracy: float = Field(gt=0, le=1)
@@ -207,8 +227,21 @@ class JobSpec(BaseModel):
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     rounds: RoundsSpec = Field(default_factory=RoundsSpec)
     planner: PlannerSpec = Field(default_factory=PlannerSpec)
+    mode: Literal["sync", "async"] = Field(
+        default="sync",
+        description="sync: rounds (the planner asks agents, waits, aggregates); async: "
+        "FedBuff buffered asynchronous aggregation, configured by [async]",
+    )
+    async_: AsyncSpec | None = Field(default=None, alias="async")
     constraints: Constraints
     emulation: EmulationSpec = Field(default_factory=EmulationSpec)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def asynchronous(self) -> AsyncSpec:
+        """The ``[async]`` settings, defaults filled in (meaningful in ``mode = "async"``)."""
+        return self.async_ or AsyncSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
@@ -221,8 +254,29 @@ class JobSpec(BaseModel):
             strategy = make_strategy(self.strategy.name, **self.strategy.params)
         except StrategyError as exc:
             raise ValueError(f"strategy: {exc}") from exc
-        self._check_participants_suffice(strategy)
+        if self.mode == "async":
+            self._check_async(strategy)
+        else:
+            if self.async_ is not None:
+                raise ValueError('an [async] table is given but mode is "sync"; set mode = "async"')
+            self._check_participants_suffice(strategy)
         return self
+
+    def _check_async(self, strategy: Strategy) -> None:
+        """In async mode the engine buffers, discounts and steps; the strategy is the rule over
+        each buffer, which must hold enough updates for it."""
+        if strategy.name == "fedbuff":
+            raise ValueError(
+                'strategy fedbuff is what mode = "async" runs already: set its buffer size and '
+                "server learning rate in [async] (buffer_size, server_lr) and choose the rule "
+                "over each buffer as the strategy (fedavg, fedmedian, trimmed_mean, krum, ...)"
+            )
+        need = min_updates(strategy)
+        if self.asynchronous.buffer_size < need:
+            raise ValueError(
+                f"strategy {strategy.name} aggregates only buffers of at least {need} updates, "
+                f"but async.buffer_size = {self.asynchronous.buffer_size}: raise it to {need}"
+            )
 
     def _check_participants_suffice(self, strategy: Strategy) -> None:
         """Refuse a job whose rounds could ask fewer agents than its strategy aggregates.

@@ -92,15 +92,18 @@ class MqttFleet(Fleet):
         """Agent ids under which two daemon sessions were heard at once."""
         self._skew_warned: set[str] = set()
         self._claim_wait_s = claim_wait_s
-        self._round: RoundCollector | None = None
+        self._rounds: dict[str, RoundCollector] = {}
+        """Agent id → the open round that asked it to train. Rounds over disjoint agents may be
+        open at once (the asynchronous mode opens one per agent at work)."""
         self._pending: dict[str, Envelope] = {}
-        """The open round's instruction envelope per agent that has not replied yet."""
-        self._round_ends: float = 0.0
+        """The open rounds' instruction envelope per agent that has not replied yet."""
+        self._ends: dict[str, float] = {}
+        """Agent id → when its open round's deadline falls (monotonic; paused while offline)."""
         self._status_ids: dict[str, str] = {}
         """The message id of each agent's newest status: a retained one replayed on our own
         reconnect has the id we saw; an agent that reconnected sends a new one."""
-        self._sends: set[asyncio.Task[None]] = set()
-        """Sends of the open round, cancelled when it closes."""
+        self._sends: dict[str, set[asyncio.Task[None]]] = {}
+        """Sends to each agent of its open round, cancelled when that round closes."""
         self._retained: dict[str, bytes] = {}
         """What we keep retained on the broker (topic → payload), re-published on every connect."""
         self._claims: list[JobState] = []
@@ -219,7 +222,7 @@ class MqttFleet(Fleet):
             return None
         if agent_id not in self.registry:
             raise UnknownAgent(f"reply from {agent_id}, which never said hello")
-        current = self._round
+        current = self._rounds.get(agent_id)
         if current is None:
             return AdmissionScope()  # counted as a duplicate or, below, as stale
         return AdmissionScope(job_id=current.job_id, round=current.round)
@@ -240,7 +243,7 @@ class MqttFleet(Fleet):
             self._on_heartbeat(agent_id, env, body, now)
         elif kind == "results" and isinstance(body, (TrainRes, Failure)):
             self.registry.on_seen(agent_id, now)
-            current = self._round
+            current = self._rounds.get(agent_id)
             if current is None:
                 raise StaleRound(
                     f"{body.TYPE} from {agent_id} for round {env.round}: no round is open"
@@ -324,6 +327,9 @@ class MqttFleet(Fleet):
         quorum: int,
         timeout_s: float,
     ) -> RoundReplies:
+        busy = sorted(set(instructions) & set(self._rounds))
+        if busy:
+            raise ValueError(f"agents {busy} are already training in an open round")
         collector = RoundCollector(
             job_id=job_id,
             round=round,
@@ -331,9 +337,11 @@ class MqttFleet(Fleet):
             reference=reference,
             quorum=quorum,
         )
-        self._round = collector
         left = timeout_s
-        self._round_ends = time.monotonic() + left
+        for agent_id in instructions:
+            self._rounds[agent_id] = collector
+            self._ends[agent_id] = time.monotonic() + left
+            self._sends[agent_id] = set()
         try:
             for agent_id, ins in instructions.items():
                 env = new_envelope(ins, sender=self.identity, job_id=job_id, round=round)
@@ -343,11 +351,15 @@ class MqttFleet(Fleet):
             self._resend(list(instructions), why="")
             left = await self._wait_paused(collector, left)
         finally:
-            self._round = None
-            unsent = [a for a in self._pending if a not in collector.delivered]
-            self._pending.clear()
-            for task in self._sends:
-                task.cancel()
+            unsent = [
+                a for a in instructions if a in self._pending and a not in collector.delivered
+            ]
+            for agent_id in instructions:
+                self._rounds.pop(agent_id, None)
+                self._ends.pop(agent_id, None)
+                self._pending.pop(agent_id, None)
+                for task in self._sends.pop(agent_id, set()):
+                    task.cancel()
         replies = collector.close()
         for agent_id in unsent:
             if replies.failures.get(agent_id, "").startswith("timeout"):
@@ -360,7 +372,9 @@ class MqttFleet(Fleet):
             if not self._link.connected.is_set():
                 t0 = time.monotonic()
                 await _first(self._link.connected.wait(), collector.done.wait())
-                self._round_ends += time.monotonic() - t0
+                for agent_id in collector.expected:
+                    if agent_id in self._ends:
+                        self._ends[agent_id] += time.monotonic() - t0
                 _log.info("coordinator: round %d clock resumed", collector.round)
                 continue
             t0 = time.monotonic()
@@ -375,14 +389,15 @@ class MqttFleet(Fleet):
         return left
 
     def _resend(self, agents: list[str], *, why: str) -> None:
-        """(Re-)send the open round's instruction to ``agents`` with the round's time left."""
-        collector = self._round
-        if collector is None:
-            return
-        left = self._round_ends - time.monotonic()
+        """(Re-)send each agent's open round's instruction with that round's time left."""
+        now = time.monotonic()
         for agent_id in agents:
+            collector = self._rounds.get(agent_id)
             env = self._pending.get(agent_id)
-            if env is None or left <= 0:
+            if collector is None or env is None:
+                continue
+            left = self._ends[agent_id] - now
+            if left <= 0:
                 continue
             assert isinstance(env.body, TrainIns)
             fresh = dataclasses.replace(
@@ -391,8 +406,9 @@ class MqttFleet(Fleet):
             if why:
                 _log.info("coordinator: re-sending round %d to %s (%s)", env.round, agent_id, why)
             task = asyncio.get_running_loop().create_task(self._send(collector, agent_id, fresh))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
+            sends = self._sends.setdefault(agent_id, set())
+            sends.add(task)
+            task.add_done_callback(sends.discard)
 
     async def _send(self, collector: RoundCollector, agent_id: str, env: Envelope) -> None:
         payload = encode(env)

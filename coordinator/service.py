@@ -22,6 +22,7 @@ import numpy as np
 from link import LinkError
 from protocol import JobState, ModelRef, Shard, TrainIns
 
+from .async_service import run_async
 from .checkpoint import CheckpointStore
 from .engine import JobProgress, StopReason, close_round, start, stop_reason, verdict
 from .export import ExportReport, export_model
@@ -140,8 +141,13 @@ class Coordinator:
                 _log.warning(
                     "job %s: only %d of %d agents online; starting anyway", spec.job_id, got, need
                 )
-            progress = await self._rounds(model, progress)
-        reason = stop_reason(progress, spec.constraints) or "time_budget"
+        ended: StopReason | None = None
+        if progress.status == "running":
+            if spec.mode == "async":
+                progress, ended = await run_async(self, model, progress)
+            else:
+                progress = await self._rounds(model, progress)
+        reason = ended or stop_reason(progress, spec.constraints) or "time_budget"
         progress = dataclasses.replace(progress, status=reason)
         await self._save(progress)
         export, ref = await self._finish(model, progress)
@@ -344,6 +350,12 @@ def _describe(reason: StopReason, progress: JobProgress, spec: JobSpec) -> str:
     target = spec.constraints.target_accuracy
     if reason == "reached":
         return f"reached {progress.best_accuracy:.4f} >= {target} in round {progress.best_round}"
+    if reason == "no_results" and spec.mode == "async":
+        return (
+            f"stopped: {spec.constraints.max_empty_rounds * spec.asynchronous.buffer_size} "
+            "pieces of work in a row brought no result; check the agents' logs, their clocks "
+            "and versions, then start the job again to resume it"
+        )
     if reason == "no_results":
         last = progress.history[-1] if progress.history else None
         why = sorted({f.split(":")[0] for f in last.failures.values()}) if last else []

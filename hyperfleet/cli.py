@@ -229,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--planner", choices=["uniform", "hyperfl"], default=None)
     p.add_argument("--participants", type=int, default=10, help="first rounds' participants")
     p.add_argument(
+        "--mode",
+        choices=["sync", "async"],
+        default="sync",
+        help="sync: rounds; async: FedBuff buffered asynchronous aggregation (the job's "
+        'mode = "async")',
+    )
+    p.add_argument(
         "--data",
         choices=["spark", "numpy"],
         default="spark",

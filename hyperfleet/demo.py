@@ -84,6 +84,8 @@ class DemoSettings:
     dashboard: int | None = None
     """Serve the coordinator's dashboard on 127.0.0.1 at this port (0: a free one); ``None``:
     none."""
+    mode: str = "sync"
+    """``sync``: rounds; ``async``: FedBuff (the job's ``mode``, with :data:`ASYNC_SETTINGS`)."""
 
     def __post_init__(self) -> None:
         require_absolute("out", self.out)
@@ -132,7 +134,22 @@ class DemoSettings:
             prep_deadline_s=args.prep_deadline,
             tls=tls_files(args, args.broker),
             dashboard=args.dashboard,
+            mode=args.mode,
         )
+
+
+ASYNC_SETTINGS = {"buffer_size": 5, "concurrency": 15, "max_staleness": 8, "server_lr": 1.0}
+"""The ``[async]`` table of ``hyperfleet demo --mode async`` (FedBuff's K, concurrency, the
+staleness bound and the server learning rate), capped by the fleet's size."""
+
+
+def _async_table(s: DemoSettings, agents: int) -> str:
+    if s.mode != "async":
+        return ""
+    a = dict(ASYNC_SETTINGS)
+    a["concurrency"] = min(a["concurrency"], agents)
+    a["buffer_size"] = min(a["buffer_size"], a["concurrency"])
+    return "\n[async]\n" + "".join(f"{k} = {v}\n" for k, v in a.items())
 
 
 def _job_toml(s: DemoSettings, holdout: Path, agents: int, normalization: Path | None) -> str:
@@ -144,6 +161,7 @@ def _job_toml(s: DemoSettings, holdout: Path, agents: int, normalization: Path |
         emulation = f"\n[emulation]\ntime_scale = {s.time_scale!r}\n"
     return f"""# Written by `hyperfleet demo`.
 job_id = "digits-demo"
+mode = "{s.mode}"
 holdout = "{holdout.resolve()}"
 {"" if normalization is None else f'normalization = "{normalization.resolve()}"'}
 seed = {s.seed}
@@ -168,6 +186,7 @@ learning_rate = 0.1
 min_agents = {min_agents}
 wait_for_agents_s = {min(120.0, s.time_budget_s / 2):.0f}
 
+{_async_table(s, agents)}
 [constraints]
 target_accuracy = {s.target_accuracy}
 time_budget_s = {s.time_budget_s}
@@ -371,7 +390,7 @@ async def run_demo(s: DemoSettings) -> int:
             s.tls,
         )
         print(
-            f"started {agents} agents and a coordinator ({s.planner} planner); target {s.target_accuracy} within "
+            f"started {agents} agents and a coordinator ({s.planner} planner, {s.mode} mode); target {s.target_accuracy} within "
             f"{s.time_budget_s:.0f}s (logs in {out / 'logs'})",
             flush=True,
         )
@@ -420,7 +439,7 @@ async def run_demo(s: DemoSettings) -> int:
     plot_accuracy(out / "accuracy.png", summary)
     print(
         f"{'REACHED' if summary['reached'] else 'NOT REACHED'}: accuracy {summary['final_accuracy']:.4f}"
-        f" (target {s.target_accuracy}) in {summary['rounds']} rounds, {wall_s:.1f}s wall"
+        f" (target {s.target_accuracy}) in {summary['rounds']} {'versions' if s.mode == 'async' else 'rounds'}, {wall_s:.1f}s wall"
         f"; summary {out / 'summary.json'}, plot {out / 'accuracy.png'}",
         flush=True,
     )

@@ -6,6 +6,11 @@ stream into lines with every round printed once, and the planner's plan and pred
 
     round  12  accuracy 0.8712  best 0.8712 / 0.90  participants 10  failed  1  elapsed  14.2s of 600s
       [hyperfl] deadline 1.9s, 10 of 48 online, predicted: target in 31s (19 rounds), feasible yes
+
+An asynchronous job (``mode = "async"``) publishes a state per model version, with its buffer::
+
+    round 157  accuracy 0.8524  best 0.8663 / 0.90  participants  5  failed  0  elapsed  50.7s of 600s
+      [async] staleness 2 2 0 1 3, 38 stale dropped, 14 in flight, feasible yes
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ def plan_line(plan: Mapping[str, Any]) -> str:
     ``predicted_rounds_to_target``, ``feasible``. A planner without predictions (``uniform``)
     shows what it has.
     """
+    if plan.get("mode") == "async":
+        return _async_line(plan)
     planner = plan.get("planner")
     if not isinstance(planner, str) or not planner:
         return ""
@@ -72,6 +79,26 @@ def plan_line(plan: Mapping[str, Any]) -> str:
         feasible = plan["feasible"]
         parts.append(f"feasible {_FEASIBLE.get(feasible, str(feasible))}")
     return f"  [{planner}] " + ", ".join(parts) if parts else f"  [{planner}]"
+
+
+def _async_line(plan: Mapping[str, Any]) -> str:
+    """An async version's buffer: its updates' staleness, stale drops so far, work in flight,
+    and the planner's prediction when it has one."""
+    parts: list[str] = []
+    staleness = plan.get("staleness")
+    if isinstance(staleness, list) and all(isinstance(t, int) for t in staleness):
+        parts.append("staleness " + " ".join(str(t) for t in staleness))
+    dropped, in_flight = _number(plan, "stale_dropped"), _number(plan, "in_flight")
+    if dropped is not None:
+        parts.append(f"{dropped:.0f} stale dropped")
+    if in_flight is not None:
+        parts.append(f"{in_flight:.0f} in flight")
+    eta = _number(plan, "predicted_time_to_target_s")
+    if eta is not None:
+        parts.append(f"predicted: target in {eta:.0f}s")
+    if plan.get("feasible") is not None:
+        parts.append(f"feasible {_FEASIBLE.get(plan['feasible'], str(plan['feasible']))}")
+    return "  [async] " + ", ".join(parts)
 
 
 class ProgressPrinter:

@@ -26,7 +26,16 @@ def demo_summary(
     ``outcome`` is the coordinator's ``outcome.json``; ``states`` the ``(seconds since start,
     JobState)`` pairs the demo saw; ``wall_s`` the demo's own wall time in seconds.
     """
+    history = outcome["history"]
+    last_plan = history[-1]["plan"] if history else {}
+    to_target = next(
+        (r["started_s"] + r["duration_s"] for r in history if r["accuracy"] >= s.target_accuracy),
+        None,
+    )
     return {
+        "mode": s.mode,
+        "time_to_target_s": to_target,
+        "stale_dropped": last_plan.get("stale_dropped", 0) if s.mode == "async" else None,
         "reached": outcome["reached"],
         "reason": outcome["reason"],
         "final_accuracy": outcome["best_accuracy"],

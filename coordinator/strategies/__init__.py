@@ -12,7 +12,8 @@ name               rule                                        parameters (defau
 ``fedmedian``      coordinate-wise median                      —
 ``trimmed_mean``   coordinate-wise trimmed mean                beta=0.1
 ``krum``           Krum / Multi-Krum                           num_malicious=1 num_to_keep=1
-``fedbuff``        buffered async, staleness-discounted        buffer_size=10 eta=1.0
+``fedbuff``        staleness-discounted mean (rounds only;     buffer_size=10 eta=1.0
+                   mode = "async" is FedBuff itself)
 =================  ==========================================  ===============================
 
 :func:`make_strategy` builds one from a job file's name and numeric parameters.

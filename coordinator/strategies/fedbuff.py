@@ -9,8 +9,13 @@ they last received; the server buffers ``K`` replies (``buffer_size``) and then 
 
 The paper discounts each client delta by ``1 / sqrt(1 + staleness)`` and averages over ``K``;
 here the discount is also multiplied by ``num_examples`` and the sum normalised by the total
-weight, so that fresh updates with ``eta = 1`` reduce to FedAvg. The engine owns the buffer
-and reads ``buffer_size``; this class only aggregates a full one.
+weight, so that fresh updates with ``eta = 1`` reduce to FedAvg.
+
+The asynchronous mode (``mode = "async"``, :mod:`coordinator.async_rounds`) is FedBuff itself:
+it buffers, discounts and applies the server learning rate, with any other rule over each
+buffer, and refuses this strategy name (its ``[async]`` table holds ``buffer_size`` and
+``server_lr``). In rounds every update has staleness 0, so this rule is FedAvg stepped by
+``eta``; ``buffer_size`` is not read.
 """
 
 from __future__ import annotations

@@ -96,6 +96,39 @@ class FleetContract:
         assert sorted(replies.results) == ["a0", "a1"]
         assert replies.failures["a2"].startswith("timeout")
 
+    def test_overlapping_rounds_over_disjoint_agents_each_get_their_own_replies(self) -> None:
+        """The asynchronous mode keeps one single-agent round open per agent at work, each for
+        the model version it trains from; an agent already in an open round is refused."""
+
+        async def go() -> Any:
+            behaviours = {"a0": ("ok", 0.5), "a1": ("ok", 0.0)}
+            async with self.fleet(behaviours) as fleet:
+                assert await fleet.wait_for_agents(2, timeout=10) == 2
+
+                async def one(agent_id: str, version: int) -> Any:
+                    return await fleet.train(
+                        job_id="job",
+                        round=version,
+                        instructions=instructions([agent_id], 10),
+                        reference=REFERENCE,
+                        quorum=1,
+                        timeout_s=10,
+                    )
+
+                async with asyncio.TaskGroup() as tg:
+                    slow = tg.create_task(one("a0", 3))
+                    fast = tg.create_task(one("a1", 4))
+                    await asyncio.sleep(0.1)
+                    with pytest.raises(ValueError, match="already training"):
+                        await one("a0", 4)
+                return slow.result(), fast.result()
+
+        slow, fast = asyncio.run(go())
+        assert list(slow.results) == ["a0"]
+        assert slow.failures == {}
+        assert list(fast.results) == ["a1"]
+        assert fast.failures == {}
+
 
 class TestInMemoryFleet(FleetContract):
     @contextlib.asynccontextmanager

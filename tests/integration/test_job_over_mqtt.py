@@ -112,6 +112,43 @@ def test_a_job_trains_to_better_accuracy_and_exports(
     assert fleet.registry.get("agent-000").hello.num_examples == len(shards[0])  # type: ignore[union-attr]
 
 
+def test_an_async_job_over_mqtt_steps_versions_and_resumes(
+    broker_url: str, unique_topic_prefix: str, data: Any, tmp_path: Path
+) -> None:
+    """mode = "async" on real agent daemons: each reply is buffered and its agent given the newest
+    version at once; two replies make a version. A second coordinator run resumes the versions;
+    replies to the first run's instructions that arrive then are refused as stale, never merged."""
+    shards, holdout, holdout_path = data
+
+    def spec(max_rounds: int) -> JobSpec:
+        raw = job_spec(holdout_path, max_rounds=max_rounds).model_dump(mode="json")
+        raw.pop("async_")
+        raw.update(mode="async", **{"async": {"buffer_size": 2, "concurrency": 3}})
+        return JobSpec.model_validate(raw)
+
+    async def go() -> tuple[JobOutcome, JobOutcome, MqttFleet]:
+        async with running(numpy_agents(broker_url, unique_topic_prefix, shards)):
+            first, _ = await run_job(broker_url, unique_topic_prefix, spec(3), holdout, tmp_path)
+            second, fleet = await run_job(
+                broker_url, unique_topic_prefix, spec(6), holdout, tmp_path
+            )
+            return first, second, fleet
+
+    first, second, fleet = asyncio.run(go())
+    assert first.reason == "max_rounds"
+    assert [r.round for r in first.progress.history] == [1, 2, 3]
+    p = second.progress
+    assert second.reason == "max_rounds"
+    assert p.resumed_at == 3
+    assert [r.round for r in p.history] == [1, 2, 3, 4, 5, 6]
+    assert all(r.results == 2 for r in p.history)
+    assert all(r.plan["mode"] == "async" for r in p.history)
+    assert p.best_accuracy > 0.5  # from ~0.1 at random initialisation
+    assert second.model_ref is not None
+    # Whatever came late from the first run was dropped as stale, not merged (it may be none).
+    assert set(fleet.dropped) <= {"stale_round", "duplicate"}
+
+
 def test_bad_input_never_stops_a_round(
     broker_url: str, unique_topic_prefix: str, data: Any, tmp_path: Path
 ) -> None:
@@ -141,7 +178,7 @@ def test_bad_input_never_stops_a_round(
                     qos=1,
                 )
                 sent["ghost"] += 1
-                current = fleet._round
+                current = fleet._rounds.get("agent-002")
                 if current is not None:
                     wrong = new_envelope(
                         ghost,

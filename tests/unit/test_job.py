@@ -266,3 +266,79 @@ def test_toml_infinities_and_nan_are_refused_by_name(
         JobConfigError, match=rf"{table}\.{key}: Input should be (a finite number|greater)"
     ):
         load_job(job_file(tmp_path, text))
+
+
+# --- mode = "async" --------------------------------------------------------------------------
+
+
+def async_job(tmp_path: Path, table: str = "", top: str = 'mode = "async"\n') -> Path:
+    return job_file(tmp_path, top + MINIMAL + table)
+
+
+def test_a_job_is_synchronous_unless_it_says_async(tmp_path: Path) -> None:
+    assert load_job(job_file(tmp_path, MINIMAL)).mode == "sync"
+
+
+def test_an_async_job_gets_fedbuffs_defaults_and_its_own_settings(tmp_path: Path) -> None:
+    spec = load_job(async_job(tmp_path))
+    assert spec.mode == "async"
+    a = spec.asynchronous
+    assert (a.buffer_size, a.concurrency, a.max_staleness, a.server_lr) == (10, 20, 10, 1.0)
+
+    table = "\n[async]\nbuffer_size = 4\nconcurrency = 8\nmax_staleness = 3\nserver_lr = 0.5\n"
+    a = load_job(async_job(tmp_path, table)).asynchronous
+    assert (a.buffer_size, a.concurrency, a.max_staleness, a.server_lr) == (4, 8, 3, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("table", "named"),
+    [
+        ("\n[async]\nbufer_size = 4\n", "async.bufer_size: Extra inputs are not permitted"),
+        ("\n[async]\nbuffer_size = 0\n", "async.buffer_size: Input should be greater than"),
+        ("\n[async]\nmax_staleness = -1\n", "async.max_staleness: Input should be greater"),
+        ("\n[async]\nserver_lr = 0\n", "async.server_lr: Input should be greater than 0"),
+    ],
+)
+def test_bad_async_settings_are_rejected_by_name(tmp_path: Path, table: str, named: str) -> None:
+    with pytest.raises(JobConfigError, match=named):
+        load_job(async_job(tmp_path, table))
+
+
+def test_an_unknown_mode_and_a_stray_async_table_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(JobConfigError, match="mode: Input should be 'sync' or 'async'"):
+        load_job(async_job(tmp_path, top='mode = "asynchronous"\n'))
+    with pytest.raises(JobConfigError, match=r"an \[async\] table is given but mode is \"sync\""):
+        load_job(async_job(tmp_path, "\n[async]\nbuffer_size = 4\n", top=""))
+
+
+def test_async_mode_takes_the_rule_over_each_buffer_not_fedbuff(tmp_path: Path) -> None:
+    with pytest.raises(JobConfigError, match='strategy fedbuff is what mode = "async" runs'):
+        load_job(async_job(tmp_path, '\n[strategy]\nname = "fedbuff"\n'))
+
+
+def test_krum_in_async_mode_needs_a_buffer_it_can_aggregate(tmp_path: Path) -> None:
+    with pytest.raises(JobConfigError, match=r"buffers of at least 5 updates.*raise it to 5"):
+        load_job(async_job(tmp_path, KRUM + "\n[async]\nbuffer_size = 4\n"))
+    spec = load_job(
+        async_job(tmp_path, KRUM + "\n[async]\nbuffer_size = 5\n[rounds]\nparticipants = 2\n")
+    )
+    assert spec.asynchronous.buffer_size == 5  # rounds.participants does not matter here
+
+
+@pytest.mark.parametrize(("agents", "concurrency", "buffer_size"), [(50, 15, 5), (3, 3, 3)])
+def test_the_demos_async_job_file_loads_with_its_fedbuff_settings(
+    tmp_path: Path, agents: int, concurrency: int, buffer_size: int
+) -> None:
+    from hyperfleet.demo import DemoSettings, _job_toml
+
+    path = tmp_path / "job.toml"
+    settings = DemoSettings(out=tmp_path, mode="async")
+    path.write_text(_job_toml(settings, tmp_path / "holdout.npz", agents, None))
+
+    spec = load_job(path)
+    assert spec.mode == "async"
+    assert spec.asynchronous.concurrency == concurrency
+    assert spec.asynchronous.buffer_size == buffer_size
+    sync = DemoSettings(out=tmp_path)
+    path.write_text(_job_toml(sync, tmp_path / "holdout.npz", agents, None))
+    assert load_job(path).mode == "sync"
