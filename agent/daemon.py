@@ -58,6 +58,11 @@ __all__ = ["Agent", "AgentSettings", "Emulator", "StaleOwner", "cap_steps"]
 
 _log = logging.getLogger(__name__)
 _ANSWERS_KEPT = 64
+_REPLIES_KEPT = 4
+"""Encoded replies kept for re-sending: the newest instructions'. Older ids are remembered
+without theirs (each holds a model's weights: 64 of them grew a 50-agent process by 35 MB in a
+soak); a repeat of such an old instruction is dropped as a duplicate."""
+_FORGOTTEN = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -350,6 +355,8 @@ class Agent:
         reply = self._answers[env.msg_id]
         if reply is None:
             raise DuplicateMessage(f"instruction {env.msg_id} again, while still on it")
+        if reply == _FORGOTTEN:
+            raise DuplicateMessage(f"instruction {env.msg_id} again, answered long ago")
         _log.info("agent %s: round %d asked again; re-sending the reply", self._id, env.round)
         self.resent += 1
         self._outbox.put_nowait((self._topics.results(self._id), reply, False))
@@ -373,6 +380,12 @@ class Agent:
         payload = encode(env)
         if ins.msg_id in self._answers:
             self._answers[ins.msg_id] = payload
+            kept = 0
+            for msg_id in list(reversed(self._answers)):
+                if self._answers[msg_id]:
+                    kept += 1
+                    if kept > _REPLIES_KEPT:
+                        self._answers[msg_id] = _FORGOTTEN
         self._outbox.put_nowait((self._topics.results(self._id), payload, False))
 
     async def _worker(self) -> None:
