@@ -41,7 +41,7 @@ from .async_rounds import (
     server_step,
     take,
 )
-from .engine import JobProgress, RoundRecord, StopReason, close_updates, stop_reason, verdict
+from .engine import JobProgress, RoundRecord, StopReason, close_updates, stop_reason
 from .fleet import RoundReplies
 from .job import required_runtime
 from .model import GlobalModel
@@ -341,15 +341,7 @@ async def _new_version(
     if g.updates >= a.concurrency:
         _observe(c, g, configs, record)
         generation = _Generation(started_s=record.started_s + record.duration_s)
-    prediction = c.planner.prediction()
-    progress, message = verdict(
-        progress,
-        feasible=prediction.feasible,
-        accuracy_at_budget=prediction.accuracy_at_budget,
-        constraints=c.spec.constraints,
-    )
-    if message:
-        _log.warning("job %s version %d: %s", c.spec.job_id, version, message)
+    progress, message = c._judge(progress, f"version {version}")
     await c._save(progress)
     _log.info(
         "job %s version %d: accuracy %.4f (best %.4f), %d updates (staleness %s), "

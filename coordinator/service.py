@@ -101,6 +101,21 @@ class Coordinator:
         """Device-seconds ↔ wall seconds: the job counts in device-seconds (see
         :mod:`coordinator.timescale`)."""
 
+    def _judge(self, progress: JobProgress, what: str) -> tuple[JobProgress, str]:
+        """``progress`` with the planner's verdict on it (feasible or not, and what the job's
+        ``on_infeasible`` makes of that), and the verdict's message for monitors (empty when
+        none); a warning names ``what`` (a round, a version)."""
+        prediction = self.planner.prediction()
+        progress, message = verdict(
+            progress,
+            feasible=prediction.feasible,
+            accuracy_at_budget=prediction.accuracy_at_budget,
+            constraints=self.spec.constraints,
+        )
+        if message:
+            _log.warning("job %s %s: %s", self.spec.job_id, what, message)
+        return progress, message
+
     def _elapsed(self) -> float:
         """Job time so far, device-seconds."""
         return self._clock_base + self.timescale.to_device(time.monotonic() - self._clock_start)
@@ -256,15 +271,7 @@ class Coordinator:
             plan_info=plan.info,
         )
         self.planner.observe(plan, replies, record)
-        prediction = self.planner.prediction()
-        progress, message = verdict(
-            progress,
-            feasible=prediction.feasible,
-            accuracy_at_budget=prediction.accuracy_at_budget,
-            constraints=self.spec.constraints,
-        )
-        if message:
-            _log.warning("job %s round %d: %s", self.spec.job_id, rnd, message)
+        progress, message = self._judge(progress, f"round {rnd}")
         await self._save(progress)
         _log.info(
             "job %s round %d: accuracy %.4f (best %.4f), %d/%d results, %.1fs%s",

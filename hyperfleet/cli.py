@@ -10,19 +10,17 @@ are translated to one line on stderr and an exit status here, once, by :func:`.e
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 from protocol import Topics, parse_broker_url
 
-from .exits import EXIT_OK, EXIT_USAGE, exit_status
+from .exits import EXIT_USAGE, exit_status
 from .flags import absolute_path, broker_url, config_ref, port, topic_prefix
+from .signals import run_until_signal
 from .transport import add_tls_flags, add_verify_key_flag
 
 __all__ = ["build_parser", "main"]
@@ -345,25 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_until_signal(make: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run ``make()`` on a fresh event loop; SIGINT/SIGTERM cancel it cleanly."""
-
-    async def runner() -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, task.cancel)
-        try:
-            return await make()
-        except asyncio.CancelledError:
-            _log.info("stopped by signal")
-            return EXIT_OK
-
-    return asyncio.run(runner())
-
-
 def _leaf(exc: BaseException) -> BaseException:
     """The first real error inside (nested) exception groups from task groups."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
@@ -406,33 +385,33 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .commands import agent_settings, run_agent
 
         settings = agent_settings(args)
-        return _run_until_signal(lambda: run_agent(settings))
+        return run_until_signal(lambda: run_agent(settings))
     if args.command == "agents":
         from .commands import fleet_settings
         from .fleetrun import run_fleet
 
         frun = fleet_settings(args)
-        return _run_until_signal(lambda: run_fleet(frun))
+        return run_until_signal(lambda: run_fleet(frun))
     if args.command == "coordinator":
         from .commands import coordinator_settings, run_coordinator
 
         csettings = coordinator_settings(args)
-        return _run_until_signal(lambda: run_coordinator(csettings))
+        return run_until_signal(lambda: run_coordinator(csettings))
     if args.command == "demo":
         from .demo import DemoSettings, run_demo
 
         dsettings = DemoSettings.from_args(args)
-        return _run_until_signal(lambda: run_demo(dsettings))
+        return run_until_signal(lambda: run_demo(dsettings))
     if args.command == "serve":
         from .serving import run_serve, serve_settings
 
         ssettings = serve_settings(args)
-        return _run_until_signal(lambda: run_serve(ssettings))
+        return run_until_signal(lambda: run_serve(ssettings))
     if args.command == "loadgen":
         from .serving import loadgen_settings, run_loadgen
 
         lsettings = loadgen_settings(args)
-        return _run_until_signal(lambda: run_loadgen(lsettings))
+        return run_until_signal(lambda: run_loadgen(lsettings))
     if args.command == "spark":
         from .spark import run_spark
 
@@ -447,9 +426,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         broker = parse_broker_url(args.broker)
         tls = tls_files(args, args.broker)
-        return _run_until_signal(
-            lambda: run_watch(broker, Topics(args.prefix), args.count, tls=tls)
-        )
+        return run_until_signal(lambda: run_watch(broker, Topics(args.prefix), args.count, tls=tls))
     if args.command == "certs":
         from .certs import run_certs
 

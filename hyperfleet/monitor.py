@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections import deque
@@ -33,6 +32,7 @@ from protocol import BrokerAddress, Topics, parse_broker_url
 from .errors import UsageError
 from .exits import EXIT_OK
 from .fleet_view import FleetView
+from .signals import run_until_signal
 from .transport import add_tls_flags, tls_files
 
 if TYPE_CHECKING:
@@ -103,18 +103,11 @@ def run_monitor(args: argparse.Namespace) -> int:
         tls=tls_files(args, args.broker),
     )
 
-    async def runner() -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await monitor(settings)
+    async def go() -> int:
+        await monitor(settings)
         return EXIT_OK
 
-    return asyncio.run(runner())
+    return run_until_signal(go)
 
 
 class _LogTail(logging.Handler):
